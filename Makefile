@@ -1,0 +1,33 @@
+# evofs: see README.md. `make test` and `make demo` do all set-up on a fresh
+# machine; nothing is installed outside this repository.
+
+GO        ?= go
+AZURITE   := contrib/azurite/node_modules/.bin/azurite-blob
+WITH_AZ   := contrib/azurite/run
+TESTFLAGS ?= -count=1 -timeout=30m
+BIN       := bin
+
+.PHONY: all build test vet deps bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+$(AZURITE): contrib/azurite/package.json contrib/azurite/package-lock.json
+	npm ci --prefix contrib/azurite --no-audit --no-fund
+	touch $@
+
+deps: $(AZURITE)
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+
+# Runs every test against a fresh Azurite on a free port. The race detector
+# runs on the packages with concurrency.
+test: deps vet
+	$(WITH_AZ) $(GO) test $(TESTFLAGS) -race ./...
+
+clean:
+	rm -rf $(BIN) contrib/azurite/node_modules
