@@ -1,0 +1,315 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/evofs/evofs/remote"
+	"golang.org/x/sync/singleflight"
+)
+
+// Lister lists every file of the workspace: remote.Client does.
+type Lister interface {
+	ListAll(ctx context.Context, o remote.ListOptions) ([]remote.ListFile, error)
+}
+
+// Entry is a file or a folder of a snapshot. Entries are immutable once the
+// snapshot that holds them is published.
+type Entry struct {
+	Path     string // workspace path without leading slash; "" for the root
+	Name     string
+	Ino      uint64
+	Dir      bool
+	File     remote.ListFile // files only
+	Children []*Entry        // folders only, sorted by name
+	ModTime  time.Time       // folders: the newest of their files
+}
+
+// Size is the file's size in bytes (0 for folders).
+func (e *Entry) Size() int64 {
+	if e.Dir {
+		return 0
+	}
+	return e.File.Size
+}
+
+// Child finds a child by name (binary search: Children are sorted).
+func (e *Entry) Child(name string) *Entry {
+	i := sort.Search(len(e.Children), func(i int) bool { return e.Children[i].Name >= name })
+	if i < len(e.Children) && e.Children[i].Name == name {
+		return e.Children[i]
+	}
+	return nil
+}
+
+// Snapshot is the folder tree built from one listing sweep.
+type Snapshot struct {
+	Taken  time.Time
+	Root   *Entry
+	byPath map[string]*Entry
+	byID   map[string]*Entry
+	Files  int
+}
+
+// Lookup finds the entry at a workspace path ("" is the root).
+func (s *Snapshot) Lookup(path string) *Entry { return s.byPath[path] }
+
+// ByID finds a file by its id.
+func (s *Snapshot) ByID(fileID string) *Entry { return s.byID[fileID] }
+
+// Change is what a refresh found different from the snapshot before it;
+// the FUSE layer turns it into kernel cache invalidations.
+type Change struct {
+	// Entries whose name in their folder appeared, vanished or now names
+	// something else: (folder path, name).
+	Entries []NameRef
+	// Files whose content changed: a new version of the same file id.
+	Content []uint64
+}
+
+// NameRef names an entry of a folder.
+type NameRef struct{ Dir, Name string }
+
+func (c Change) empty() bool { return len(c.Entries) == 0 && len(c.Content) == 0 }
+
+// Workspace is the FUSE-free model of the mounted workspace: a snapshot of
+// the listing, refreshed on the first access after its TTL ends. Lookups and
+// readdirs between refreshes cost no API call.
+type Workspace struct {
+	lister   Lister
+	ttl      time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	onChange func(Change) // may be nil; called outside any lock
+
+	sweep singleflight.Group
+
+	mu   sync.Mutex
+	snap *Snapshot // GUARDED_BY(mu)
+}
+
+// WorkspaceOptions configures NewWorkspace.
+type WorkspaceOptions struct {
+	TTL      time.Duration // how long a snapshot answers; default 30 s
+	Now      func() time.Time
+	Logger   *slog.Logger
+	OnChange func(Change)
+}
+
+// NewWorkspace makes a model over lister. It lists nothing until asked.
+func NewWorkspace(lister Lister, o WorkspaceOptions) *Workspace {
+	if o.TTL <= 0 {
+		o.TTL = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Workspace{lister: lister, ttl: o.TTL, now: o.Now, log: o.Logger, onChange: o.OnChange}
+}
+
+// Snapshot returns a snapshot younger than the TTL, sweeping the listing if
+// the current one is older (one sweep however many callers wait for it).
+// When a sweep fails and an older snapshot exists, that one is served and
+// the failure logged: browsing goes on while the service is away.
+func (w *Workspace) Snapshot(ctx context.Context) (*Snapshot, error) {
+	w.mu.Lock()
+	cur := w.snap
+	w.mu.Unlock()
+	if cur != nil && w.now().Sub(cur.Taken) < w.ttl {
+		return cur, nil
+	}
+	ch := w.sweep.DoChan("sweep", func() (any, error) {
+		// The sweep runs for everyone: it must not die with one caller.
+		return w.refresh(context.WithoutCancel(ctx))
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			if cur != nil {
+				return cur, nil
+			}
+			return nil, r.Err
+		}
+		return r.Val.(*Snapshot), nil
+	}
+}
+
+// Current returns the last snapshot without refreshing it (nil before the
+// first sweep).
+func (w *Workspace) Current() *Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snap
+}
+
+// Invalidate makes the next access sweep the listing again.
+func (w *Workspace) Invalidate() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.snap != nil {
+		stale := *w.snap
+		stale.Taken = time.Time{}
+		w.snap = &stale
+	}
+}
+
+func (w *Workspace) refresh(ctx context.Context) (*Snapshot, error) {
+	taken := w.now()
+	files, err := w.lister.ListAll(ctx, remote.ListOptions{})
+	if err != nil {
+		w.log.Error("list workspace failed", "code", remote.ErrorCode(err), "err", err)
+		return nil, fmt.Errorf("list workspace: %w", err)
+	}
+	next := buildSnapshot(files, taken, w.log)
+	w.mu.Lock()
+	prev := w.snap
+	w.snap = next
+	w.mu.Unlock()
+	if prev != nil && w.onChange != nil {
+		if c := diff(prev, next); !c.empty() {
+			w.onChange(c)
+		}
+	}
+	return next, nil
+}
+
+// buildSnapshot makes the folder tree from a flat listing. Names the kernel
+// cannot show (with '/', NUL, "." or "..") are skipped with a warning, never
+// followed; a file whose path is also a folder's gives way to the folder;
+// of two files listed at one path the one modified last is kept.
+func buildSnapshot(files []remote.ListFile, taken time.Time, log *slog.Logger) *Snapshot {
+	byPath := make(map[string]*remote.ListFile, len(files))
+	folders := map[string]bool{"": true}
+	for i := range files {
+		f := &files[i]
+		folder, ok := cleanFolder(f.Path)
+		if !ok || remote.ValidateName(f.Name) != nil {
+			log.Warn("skipping listed file with a name the mount cannot show", "file_id", f.FileID,
+				"path", fmt.Sprintf("%q", f.Path), "name", fmt.Sprintf("%q", f.Name))
+			continue
+		}
+		p := joinPath(folder, f.Name)
+		if old := byPath[p]; old != nil {
+			log.Warn("two listed files share a path; keeping the newer", "path", p,
+				"file_ids", []string{old.FileID, f.FileID})
+			if !f.ModifiedAt.After(old.ModifiedAt) {
+				continue
+			}
+		}
+		byPath[p] = f
+		for d := folder; !folders[d]; d = parentPath(d) {
+			folders[d] = true
+		}
+	}
+	s := &Snapshot{
+		Taken:  taken,
+		byPath: make(map[string]*Entry, len(byPath)+len(folders)),
+		byID:   make(map[string]*Entry, len(byPath)),
+	}
+	for d := range folders {
+		s.byPath[d] = &Entry{Path: d, Name: baseName(d), Dir: true, Ino: dirIno(d)}
+	}
+	s.Root = s.byPath[""]
+	s.Root.Ino = rootIno
+	for p, f := range byPath {
+		if folders[p] {
+			log.Warn("skipping listed file whose path is also a folder", "path", p, "file_id", f.FileID)
+			continue
+		}
+		e := &Entry{Path: p, Name: f.Name, Ino: fileIno(f.FileID), File: *f, ModTime: f.ModifiedAt}
+		s.byPath[p] = e
+		s.byID[f.FileID] = e
+	}
+	for p, e := range s.byPath {
+		if p != "" {
+			parent := s.byPath[parentPath(p)]
+			parent.Children = append(parent.Children, e)
+		}
+	}
+	for _, e := range s.byPath {
+		if e.Dir {
+			sort.Slice(e.Children, func(i, j int) bool { return e.Children[i].Name < e.Children[j].Name })
+		}
+	}
+	s.Files = len(s.byID)
+	stampFolders(s.Root)
+	return s
+}
+
+// stampFolders gives each folder the newest time of what is in it.
+func stampFolders(e *Entry) time.Time {
+	for _, c := range e.Children {
+		t := c.ModTime
+		if c.Dir {
+			t = stampFolders(c)
+		}
+		if t.After(e.ModTime) {
+			e.ModTime = t
+		}
+	}
+	return e.ModTime
+}
+
+// diff finds what the kernel must forget between two snapshots.
+func diff(prev, next *Snapshot) Change {
+	var c Change
+	for p, old := range prev.byPath {
+		if p == "" {
+			continue
+		}
+		cur := next.byPath[p]
+		switch {
+		case cur == nil || cur.Ino != old.Ino:
+			c.Entries = append(c.Entries, NameRef{parentPath(p), old.Name})
+		case !old.Dir && cur.File.VersionID != old.File.VersionID:
+			c.Content = append(c.Content, cur.Ino)
+		}
+	}
+	for p, e := range next.byPath {
+		if p != "" && prev.byPath[p] == nil {
+			c.Entries = append(c.Entries, NameRef{parentPath(p), e.Name})
+		}
+	}
+	return c
+}
+
+// cleanFolder turns a listing's folder ("/", "/A/B/") into a workspace path
+// ("", "A/B"), refusing segments the mount cannot show.
+func cleanFolder(folder string) (string, bool) {
+	f := strings.Trim(folder, "/")
+	if f == "" {
+		return "", true
+	}
+	for _, seg := range strings.Split(f, "/") {
+		if remote.ValidateName(seg) != nil {
+			return "", false
+		}
+	}
+	return f, true
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func parentPath(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
