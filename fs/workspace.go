@@ -127,6 +127,10 @@ func (w *Workspace) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return cur, nil
 	}
 	ch := w.sweep.DoChan("sweep", func() (any, error) {
+		// Someone may have swept since we looked.
+		if s := w.Current(); s != nil && s != cur && w.now().Sub(s.Taken) < w.ttl {
+			return s, nil
+		}
 		// The sweep runs for everyone: it must not die with one caller.
 		return w.refresh(context.WithoutCancel(ctx))
 	})
