@@ -68,8 +68,8 @@ type Change struct {
 	// Entries whose name in their folder appeared, vanished or now names
 	// something else: (folder path, name).
 	Entries []NameRef
-	// Files whose content changed: a new version of the same file id.
-	Content []uint64
+	// Paths of files whose content changed: a new version of the same file.
+	Content []string
 }
 
 // NameRef names an entry of a folder.
@@ -276,7 +276,7 @@ func diff(prev, next *Snapshot) Change {
 		case cur == nil || cur.Ino != old.Ino:
 			c.Entries = append(c.Entries, NameRef{parentPath(p), old.Name})
 		case !old.Dir && cur.File.VersionID != old.File.VersionID:
-			c.Content = append(c.Content, cur.Ino)
+			c.Content = append(c.Content, p)
 		}
 	}
 	for p, e := range next.byPath {

@@ -123,7 +123,7 @@ func TestWorkspaceTTLAndChanges(t *testing.T) {
 		t.Fatalf("%d change reports, want 1", len(changes))
 	}
 	c := changes[0]
-	if fmt.Sprint(c.Content) != fmt.Sprint([]uint64{fileIno("1")}) {
+	if fmt.Sprint(c.Content) != "[a.txt]" {
 		t.Errorf("content changes %v, want a.txt's inode", c.Content)
 	}
 	got := map[NameRef]bool{}

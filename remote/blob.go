@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"regexp"
@@ -102,6 +103,10 @@ func defaultBlobHTTPClient() *http.Client {
 type Blobs struct {
 	cfg  BlobConfig
 	opts blockblob.ClientOptions
+	// writeOpts has azcore's retries off: writes retry in write(), with a
+	// fresh body each try (azcore rewinds the one body, which the previous
+	// try's transport goroutine may still be reading).
+	writeOpts blockblob.ClientOptions
 	// stallTimeout abandons a download response that sends nothing for
 	// this long (a dead connection) and resumes it on a new one.
 	stallTimeout time.Duration
@@ -114,7 +119,7 @@ func NewBlobs(cfg BlobConfig) *Blobs {
 	if retries < 0 {
 		retries = -1 // azcore: no retries
 	}
-	return &Blobs{cfg: cfg, stallTimeout: defaultStallTimeout, opts: blockblob.ClientOptions{ClientOptions: azcore.ClientOptions{
+	opts := blockblob.ClientOptions{ClientOptions: azcore.ClientOptions{
 		Transport: cfg.HTTPClient,
 		Retry: policy.RetryOptions{
 			MaxRetries:    retries,
@@ -122,7 +127,10 @@ func NewBlobs(cfg BlobConfig) *Blobs {
 			MaxRetryDelay: maxRetryDelay,
 		},
 		Telemetry: policy.TelemetryOptions{ApplicationID: "evofs"},
-	}}}
+	}}
+	writeOpts := opts
+	writeOpts.Retry.MaxRetries = -1
+	return &Blobs{cfg: cfg, stallTimeout: defaultStallTimeout, opts: opts, writeOpts: writeOpts}
 }
 
 // BlockID names the block at byte offset off: the base64 of the offset as a
@@ -157,12 +165,49 @@ func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 // at most maxLinkRenewals times. Errors come back as *BlobError (or the
 // context's error), named op and free of the link's query string.
 func (b *Blobs) withLink(ctx context.Context, l *Link, op string, do func(*blockblob.Client) error) error {
+	return b.withLinkOpts(ctx, l, op, &b.opts, do)
+}
+
+// write is withLink for a request with a body: retried here, up to
+// MaxRetries times with backoff, do building a fresh body for each try.
+func (b *Blobs) write(ctx context.Context, l *Link, op string, do func(*blockblob.Client) error) error {
+	for try := 0; ; try++ {
+		err := b.withLinkOpts(ctx, l, op, &b.writeOpts, do)
+		if err == nil || try >= b.cfg.MaxRetries || !retryableBlobErr(ctx, err) {
+			return err
+		}
+		wait := min(retryDelay<<try, maxRetryDelay)
+		wait = wait/2 + time.Duration(rand.Int64N(int64(wait/2)+1))
+		if err := sleepCtx(ctx, wait); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
+}
+
+// retryableBlobErr: a transport failure or a status the store uses for
+// transient trouble.
+func retryableBlobErr(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var be *BlobError
+	if !errors.As(err, &be) {
+		return false
+	}
+	switch be.Status {
+	case 0, http.StatusRequestTimeout:
+		return true
+	}
+	return retryableStatus(be.Status)
+}
+
+func (b *Blobs) withLinkOpts(ctx context.Context, l *Link, op string, opts *blockblob.ClientOptions, do func(*blockblob.Client) error) error {
 	for renewals := 0; ; renewals++ {
 		u, err := l.URL(ctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		c, err := blockblob.NewClientWithNoCredential(u, &b.opts)
+		c, err := blockblob.NewClientWithNoCredential(u, opts)
 		if err != nil {
 			return &BlobError{Op: op, Err: scrubErr(err)}
 		}
@@ -385,7 +430,7 @@ func (b *Blobs) Upload(ctx context.Context, l *Link, src io.ReaderAt, size int64
 		return &BlobError{Op: "upload " + l.String(), Err: fmt.Errorf("negative size %d", size)}
 	}
 	if size <= b.cfg.SingleShotMax {
-		return b.withLink(ctx, l, "put blob "+l.String(), func(c *blockblob.Client) error {
+		return b.write(ctx, l, "put blob "+l.String(), func(c *blockblob.Client) error {
 			_, err := c.Upload(ctx, section(src, 0, size), nil)
 			return err
 		})
@@ -414,7 +459,7 @@ func (b *Blobs) Upload(ctx context.Context, l *Link, src io.ReaderAt, size int64
 			return err
 		}
 	}
-	return b.withLink(ctx, l, "put block list "+l.String(), func(c *blockblob.Client) error {
+	return b.write(ctx, l, "put block list "+l.String(), func(c *blockblob.Client) error {
 		_, err := c.CommitBlockList(ctx, ids, nil)
 		return err
 	})
@@ -464,7 +509,7 @@ func (u *upload) stage(ctx context.Context, offs []int64) error {
 func (u *upload) stageBlock(ctx context.Context, off int64) error {
 	n := u.blockLen(off)
 	op := fmt.Sprintf("put block %s at %d", u.l.String(), off)
-	err := u.b.withLink(ctx, u.l, op, func(c *blockblob.Client) error {
+	err := u.b.write(ctx, u.l, op, func(c *blockblob.Client) error {
 		_, err := c.StageBlock(ctx, BlockID(off), section(u.src, off, n), nil)
 		return err
 	})
