@@ -74,6 +74,13 @@ func run(args []string) error {
 		return errors.New("--blob-endpoint is required (or set EVOFS_AZURITE_URL)")
 	}
 
+	if infoFile != "" {
+		// A stale file from an earlier run would tell a waiting script the
+		// wrong address: the file appears only once this run is ready.
+		if err := os.Remove(infoFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale info file: %w", err)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := emulator.Start(ctx, cfg)
