@@ -309,10 +309,11 @@ func TestContractLinkExpiresMidTransfer(t *testing.T) {
 		t.Fatalf("the download link was never re-issued (%d get calls)", s.APICalls(emulator.OpGetFile))
 	}
 	g := s.Blob[emulator.BlobOpGet]
-	// Refused requests (403) carry only an error body; every range was
-	// read successfully exactly once.
-	if g == nil || g.Status[206] != 32 || g.Status[403] == 0 {
-		t.Fatalf("blob GETs %+v: want 32 ranges read once, and refusals of the expired link", g)
+	// The link is renewed ahead of its expiry or after a refusal (403,
+	// whose error body the byte count includes); either way every range
+	// was read successfully exactly once.
+	if g == nil || g.Status[206] != 32 {
+		t.Fatalf("blob GETs %+v: want 32 ranges, each read once", g)
 	}
 }
 
