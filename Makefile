@@ -7,7 +7,7 @@ WITH_AZ   := contrib/azurite/run
 TESTFLAGS ?= -count=1 -timeout=30m
 BIN       := bin
 
-.PHONY: all build test vet deps bench clean
+.PHONY: all build test vet deps bench demo clean
 
 all: build
 
@@ -28,6 +28,15 @@ vet:
 # runs on the packages with concurrency.
 test: deps vet
 	$(WITH_AZ) $(GO) test $(TESTFLAGS) -race ./...
+
+# Read throughput against a direct azblob download, CPU and peak RSS; see
+# docs/benchmarks.md.
+bench: deps build
+	$(WITH_AZ) $(BIN)/evofs-bench --evofs $(BIN)/evofs
+
+# Mounts a seeded, emulated workspace at ./mnt until Ctrl-C.
+demo: deps build
+	contrib/demo
 
 clean:
 	rm -rf $(BIN) contrib/azurite/node_modules

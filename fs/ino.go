@@ -3,12 +3,17 @@ package fs
 import "github.com/cespare/xxhash/v2"
 
 // Inode numbers are derived from identity, never allocated: a file's from
-// its file id (stable across refreshes, renames and remounts), a folder's
-// from its path. The kernel sees the same number in readdir and lookup.
+// its file id and version id (stable across refreshes, renames and
+// remounts; a new version is a new inode, as a new generation is in
+// gcsfuse, so the kernel's page cache never mixes two versions), a
+// folder's from its path. The kernel sees the same number in readdir and
+// lookup.
 
 const rootIno = 1
 
-func fileIno(fileID string) uint64 { return fixIno(xxhash.Sum64String("f\x00" + fileID)) }
+func fileIno(fileID, versionID string) uint64 {
+	return fixIno(xxhash.Sum64String("f\x00" + fileID + "\x00" + versionID))
+}
 
 func dirIno(path string) uint64 {
 	if path == "" {

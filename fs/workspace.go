@@ -66,16 +66,15 @@ func (s *Snapshot) ByID(fileID string) *Entry { return s.byID[fileID] }
 // the FUSE layer turns it into kernel cache invalidations.
 type Change struct {
 	// Entries whose name in their folder appeared, vanished or now names
-	// something else: (folder path, name).
+	// something else (another file, or a new version: a new inode):
+	// (folder path, name).
 	Entries []NameRef
-	// Paths of files whose content changed: a new version of the same file.
-	Content []string
 }
 
 // NameRef names an entry of a folder.
 type NameRef struct{ Dir, Name string }
 
-func (c Change) empty() bool { return len(c.Entries) == 0 && len(c.Content) == 0 }
+func (c Change) empty() bool { return len(c.Entries) == 0 }
 
 // Workspace is the FUSE-free model of the mounted workspace: a snapshot of
 // the listing, refreshed on the first access after its TTL ends. Lookups and
@@ -230,7 +229,7 @@ func buildSnapshot(files []remote.ListFile, taken time.Time, log *slog.Logger) *
 			log.Warn("skipping listed file whose path is also a folder", "path", p, "file_id", f.FileID)
 			continue
 		}
-		e := &Entry{Path: p, Name: f.Name, Ino: fileIno(f.FileID), File: *f, ModTime: f.ModifiedAt}
+		e := &Entry{Path: p, Name: f.Name, Ino: fileIno(f.FileID, f.VersionID), File: *f, ModTime: f.ModifiedAt}
 		s.byPath[p] = e
 		s.byID[f.FileID] = e
 	}
@@ -272,11 +271,8 @@ func diff(prev, next *Snapshot) Change {
 			continue
 		}
 		cur := next.byPath[p]
-		switch {
-		case cur == nil || cur.Ino != old.Ino:
+		if cur == nil || cur.Ino != old.Ino {
 			c.Entries = append(c.Entries, NameRef{parentPath(p), old.Name})
-		case !old.Dir && cur.File.VersionID != old.File.VersionID:
-			c.Content = append(c.Content, p)
 		}
 	}
 	for p, e := range next.byPath {

@@ -1,0 +1,586 @@
+package cache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+const (
+	defaultMaxBytes  = 1 << 30
+	defaultBlockSize = 1 << 20
+	// maxBlockSize bounds Options.BlockSize (a block is one buffer in
+	// memory and one Badger value).
+	maxBlockSize = 16 << 20
+	// readaheadSlots bounds readahead fetches in flight across all files
+	// of a cache.
+	readaheadSlots = 16
+)
+
+// ErrClosed is returned by reads on a closed Cache.
+var ErrClosed = errors.New("cache: closed")
+
+// Options configure Open.
+type Options struct {
+	// Dir is the Badger directory; "" keeps everything in memory (tests).
+	Dir string
+	// MaxBytes bounds the cached block bytes; least recently used blocks
+	// are evicted beyond it. Default 1 GiB.
+	MaxBytes int64
+	// BlockSize is the cache's unit of fetching and storing. Default
+	// 1 MiB, at most 16 MiB; in memory both are 512 KiB (Badger's
+	// in-memory mode holds values under 1 MiB only). A cache directory
+	// keeps the size it was created with: zero adopts it, another
+	// non-zero size makes Open fail.
+	BlockSize int64
+	// Logger receives warnings (store failures) and Badger's log, one
+	// level quieter. Nil discards.
+	Logger *slog.Logger
+
+	// testFault, when set, is asked before each Badger get, put and
+	// delete ("get", "put", "delete") and a non-nil result is used as
+	// that operation's error. Tests only.
+	testFault func(op string) error
+}
+
+// Cache is a persistent, size-bounded cache of blocks of immutable file
+// versions. Its methods are safe for concurrent use.
+//
+// LOCK ORDERING: File.mu, then Cache.mu; Cache.storeMu, then Cache.mu.
+// Cache.mu is never held across I/O or while taking another lock.
+type Cache struct {
+	////////////////////////////////////////////////////////////////////
+	// Constant after Open
+	////////////////////////////////////////////////////////////////////
+
+	opt Options
+	db  *badger.DB
+	log *slog.Logger
+	bs  int64 // block size
+	max int64 // MaxBytes
+	// churnLimit: evicted bytes after which maintenance is woken.
+	churnLimit int64
+
+	// ctx is cancelled by Close: it stops fetches, readahead and
+	// maintenance.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts every goroutine the cache starts and every read in
+	// progress; Close waits for it before closing Badger.
+	wg sync.WaitGroup
+	// raSlots holds one token per readahead fetch in flight.
+	raSlots chan struct{}
+	// kick wakes maintenance early (buffered, one pending wake-up).
+	kick chan struct{}
+
+	stats    counters
+	degraded atomic.Bool // the store is failing; set on a failure, cleared on the next success
+
+	////////////////////////////////////////////////////////////////////
+	// Mutable state
+	////////////////////////////////////////////////////////////////////
+
+	// storeMu serialises block writes with the deletes of the blocks they
+	// evict (and with maintenance), so a delete can never land after a
+	// newer write of the same key. Never held while fetching.
+	storeMu sync.Mutex
+	// reclaimMu serialises reclaim (maintenance, and tests calling it).
+	reclaimMu sync.Mutex
+
+	mu     sync.Mutex
+	closed bool // GUARDED_BY(mu)
+	// index has one entry per stored block; lru orders them, most
+	// recently used at the front. INVARIANT: used is the sum of their
+	// sizes, and used <= max after every store.
+	index map[string]*list.Element // GUARDED_BY(mu): key -> *lruEntry in lru
+	lru   *list.List               // GUARDED_BY(mu)
+	used  int64                    // GUARDED_BY(mu)
+	// inflight has one entry per block being fetched. INVARIANT: no key
+	// is in both inflight and index; store moves a key from one to the
+	// other in one critical section, so a reader that finds neither
+	// (under mu) may start a fetch without duplicating one.
+	inflight map[string]*fetch // GUARDED_BY(mu)
+	churn    int64             // GUARDED_BY(mu): bytes evicted since maintenance last ran
+}
+
+// lruEntry is one stored block in the LRU list.
+type lruEntry struct {
+	key  string
+	size int64
+}
+
+// fetch is one block download that any number of readers wait for.
+type fetch struct {
+	done chan struct{} // closed once data or err is set
+	data []byte        // the block, read-only once done (nil on error)
+	err  error
+}
+
+// counters back Stats.
+type counters struct {
+	hits, misses, sharedWaits            atomic.Int64
+	fetches, fetchedBytes, fetchErrors   atomic.Int64
+	readaheads                           atomic.Int64
+	evictions, evictedBytes, storeErrors atomic.Int64
+	gcRuns                               atomic.Int64
+}
+
+// Stats are the cache's counters since Open.
+type Stats struct {
+	Hits         int64 // block reads served from the store
+	Misses       int64 // block reads that waited for a fetch
+	SharedWaits  int64 // misses that joined a fetch already in flight
+	Fetches      int64 // Fetcher calls (demand and readahead)
+	FetchedBytes int64 // bytes the Fetcher returned
+	FetchErrors  int64 // failed fetches
+	Readaheads   int64 // fetches started by readahead
+	Evictions    int64 // blocks evicted
+	EvictedBytes int64 // bytes evicted
+	StoreErrors  int64 // store failures absorbed by reading from the remote
+	GCRuns       int64 // value-log files rewritten by maintenance
+}
+
+// Usage is what the cache holds.
+type Usage struct {
+	Bytes  int64 // block bytes (see the package doc on sizes after Open)
+	Blocks int
+}
+
+// Open opens (or creates) the cache in o.Dir and rebuilds its LRU index.
+func Open(o Options) (*Cache, error) {
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = defaultMaxBytes
+	}
+	if o.BlockSize < 0 || o.BlockSize > maxBlockSize {
+		return nil, fmt.Errorf("open block cache: block size %d is not in (0, %d]", o.BlockSize, maxBlockSize)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	bs := o.BlockSize
+	switch {
+	case bs == 0 && o.Dir == "":
+		bs = maxInMemoryBlock
+	case bs == 0:
+		bs = defaultBlockSize
+	}
+	if o.Dir == "" && bs > maxInMemoryBlock {
+		return nil, fmt.Errorf("open block cache: block size %d is more than an in-memory cache can hold (%d)", bs, maxInMemoryBlock)
+	}
+	db, bs, err := openDB(o, bs)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		opt: o, db: db, log: o.Logger, bs: bs, max: o.MaxBytes,
+		churnLimit: max(o.MaxBytes/8, bs),
+		raSlots:    make(chan struct{}, readaheadSlots),
+		kick:       make(chan struct{}, 1),
+		index:      make(map[string]*list.Element),
+		lru:        list.New(),
+		inflight:   make(map[string]*fetch),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if err := c.rebuild(); err != nil {
+		c.cancel()
+		db.Close()
+		return nil, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
+	}
+	if o.Dir != "" {
+		// Run once now: the previous run's evictions may have left garbage.
+		c.mu.Lock()
+		c.churn = max(c.churn, 1)
+		c.mu.Unlock()
+		select {
+		case c.kick <- struct{}{}:
+		default: // rebuild's evictions already woke it
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.maintain(c.kick)
+		}()
+	}
+	return c, nil
+}
+
+// openDB opens Badger and settles the block size: a new cache records bs;
+// an existing one keeps its own, which o.BlockSize must match if set.
+func openDB(o Options, bs int64) (*badger.DB, int64, error) {
+	for {
+		db, err := badger.Open(badgerOptions(o.Dir, bs, o.MaxBytes, o.Logger))
+		if err != nil {
+			return nil, 0, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
+		}
+		stored, err := readConfig(db)
+		switch {
+		case err == nil && stored == 0:
+			err = writeConfig(db, bs)
+		case err == nil && stored > maxBlockSize:
+			err = fmt.Errorf("it records block size %d, more than this evofs supports (%d)", stored, maxBlockSize)
+		case err == nil && stored != bs && o.BlockSize != 0:
+			err = fmt.Errorf("it was created with block size %d, not %d (remove it or use that size)", stored, o.BlockSize)
+		case err == nil && stored != bs:
+			// Options depend on the block size: reopen with the stored one.
+			db.Close()
+			bs = stored
+			continue
+		}
+		if err != nil {
+			db.Close()
+			return nil, 0, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
+		}
+		return db, bs, nil
+	}
+}
+
+// Close stops readahead and maintenance, cancels fetches in flight, waits
+// for them and for reads in progress, and closes the store. Reads after
+// Close fail with ErrClosed.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	if err := c.db.Close(); err != nil {
+		return fmt.Errorf("close block cache: %w", err)
+	}
+	return nil
+}
+
+// BlockSize is the cache's block size.
+func (c *Cache) BlockSize() int64 { return c.bs }
+
+// Usage reports the bytes and blocks stored.
+func (c *Cache) Usage() Usage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Usage{Bytes: c.used, Blocks: len(c.index)}
+}
+
+// Has reports whether block idx of v is stored.
+func (c *Cache) Has(v Version, idx int64) bool {
+	return c.stored(blockKey(versionPrefix(v), idx))
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		Hits: s.hits.Load(), Misses: s.misses.Load(), SharedWaits: s.sharedWaits.Load(),
+		Fetches: s.fetches.Load(), FetchedBytes: s.fetchedBytes.Load(), FetchErrors: s.fetchErrors.Load(),
+		Readaheads: s.readaheads.Load(), Evictions: s.evictions.Load(), EvictedBytes: s.evictedBytes.Load(),
+		StoreErrors: s.storeErrors.Load(), GCRuns: s.gcRuns.Load(),
+	}
+}
+
+// enter registers a read in progress, so Close waits for it. It fails once
+// the cache is closed. Each successful enter needs a c.wg.Done.
+func (c *Cache) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
+}
+
+// goTracked runs fn in a goroutine Close waits for, unless the cache is
+// closed.
+func (c *Cache) goTracked(fn func()) bool {
+	if !c.enter() {
+		return false
+	}
+	go func() {
+		defer c.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// block identifies one block of one open version.
+type block struct {
+	key  []byte
+	idx  int64
+	len  int64 // bytes in the block
+	v    *Version
+	src  Fetcher
+	done func() // called after a fetch of it ends (readahead slots); may be nil
+}
+
+// readBlock copies bytes [off, off+len(dst)) of block b into dst: from the
+// store, or by waiting for the block's fetch (starting one if none is in
+// flight). ctx bounds only this reader's wait.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) readBlock(ctx context.Context, b block, dst []byte, off int64) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return ErrClosed
+		}
+		if el, ok := c.index[string(b.key)]; ok {
+			c.lru.MoveToFront(el)
+			if e := el.Value.(*lruEntry); e.size != b.len { // an estimate from Open
+				c.used += b.len - e.size
+				e.size = b.len
+			}
+			c.mu.Unlock()
+			err := c.get(b.key, b.len, dst, off)
+			if err == nil {
+				c.stats.hits.Add(1)
+				return nil
+			}
+			c.forget(b.key, el, err)
+			continue // fetch it
+		}
+		fl, shared := c.inflight[string(b.key)], true
+		if fl == nil {
+			fl, shared = c.startFetchLocked(ctx, b), false
+		}
+		c.mu.Unlock()
+		c.stats.misses.Add(1)
+		if shared {
+			c.stats.sharedWaits.Add(1)
+		}
+		select {
+		case <-fl.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if fl.err != nil {
+			return fl.err
+		}
+		if int64(len(fl.data)) != b.len {
+			// Two Files of one version disagree on its size.
+			return fmt.Errorf("block %d of %s@%s: fetched %d bytes for a reader expecting %d (inconsistent version size)",
+				b.idx, b.v.FileID, b.v.VersionID, len(fl.data), b.len)
+		}
+		copy(dst, fl.data[off:])
+		return nil
+	}
+}
+
+// prefetch starts a fetch of b unless it is stored or in flight. It
+// reports whether it did; if so, b.done runs when the fetch ends.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) prefetch(b block) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.inflight[string(b.key)] != nil {
+		return false
+	}
+	if _, ok := c.index[string(b.key)]; ok {
+		return false
+	}
+	c.stats.readaheads.Add(1)
+	c.startFetchLocked(c.ctx, b)
+	return true
+}
+
+// startFetchLocked registers a fetch of b and starts it on a context that
+// keeps ctx's values but not its cancellation; Close cancels it.
+//
+// LOCKS_REQUIRED(c.mu); c must not be closed.
+func (c *Cache) startFetchLocked(ctx context.Context, b block) *fetch {
+	fl := &fetch{done: make(chan struct{})}
+	c.inflight[string(b.key)] = fl
+	c.wg.Add(1)
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(c.ctx, cancel)
+	go func() {
+		defer c.wg.Done()
+		defer cancel()
+		defer stop()
+		c.runFetch(fctx, fl, b)
+		if b.done != nil {
+			b.done()
+		}
+	}()
+	return fl
+}
+
+// runFetch downloads block b, hands it (or the error) to its waiters and
+// stores it.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) runFetch(ctx context.Context, fl *fetch, b block) {
+	buf := make([]byte, b.len)
+	off := b.idx * c.bs
+	c.stats.fetches.Add(1)
+	n, err := b.src.FetchAt(ctx, buf, off)
+	c.stats.fetchedBytes.Add(int64(n))
+	switch {
+	case err == nil && int64(n) < b.len:
+		err = io.ErrUnexpectedEOF // the Fetcher broke its contract
+	case errors.Is(err, io.EOF) && int64(n) == b.len:
+		err = nil // the block ends the version
+	case errors.Is(err, io.EOF):
+		err = io.ErrUnexpectedEOF // the remote object is shorter than the version's size
+	}
+	if err != nil {
+		c.stats.fetchErrors.Add(1)
+		fl.err = fmt.Errorf("fetch block %d (bytes %d-%d) of %s@%s: got %d bytes: %w",
+			b.idx, off, off+b.len, b.v.FileID, b.v.VersionID, n, err)
+		c.mu.Lock()
+		delete(c.inflight, string(b.key))
+		c.mu.Unlock()
+		close(fl.done)
+		return
+	}
+	fl.data = buf
+	close(fl.done) // waiters go on while the block is stored
+	c.store(b.key, buf)
+}
+
+// store writes a fetched block, adds it to the index, takes its fetch
+// out of the in-flight map, and evicts least recently used blocks past
+// MaxBytes. A block larger than MaxBytes is not stored. A store failure
+// is absorbed: the block's readers already have it.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) store(key, data []byte) {
+	size := int64(len(data))
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	var err error
+	if size <= c.max {
+		err = c.put(key, data)
+	}
+	c.mu.Lock()
+	delete(c.inflight, string(key))
+	var victims [][]byte
+	if err == nil && size <= c.max {
+		c.addLocked(key, size)
+		victims = c.evictLocked(key)
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.storeFailed("store block", err)
+		return
+	}
+	if err := c.deleteLocked(victims); err != nil {
+		c.storeFailed("evict", err)
+		return
+	}
+	c.storeRecovered()
+}
+
+// forget drops el (the index entry of key) after a failed get, unless it
+// was replaced meanwhile. A block of the wrong length is also deleted.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) forget(key []byte, el *list.Element, err error) {
+	corrupt := errors.Is(err, errCorrupt)
+	switch {
+	case corrupt:
+		c.log.Warn("dropping a cached block of the wrong length", "key", fmt.Sprintf("%q", key), "err", err)
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		c.storeFailed("read block", err)
+	}
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	c.mu.Lock()
+	same := c.index[string(key)] == el
+	if same {
+		c.removeLocked(el)
+	}
+	c.mu.Unlock()
+	if same && corrupt {
+		if err := c.deleteLocked([][]byte{key}); err != nil {
+			c.storeFailed("delete damaged block", err)
+		}
+	}
+}
+
+// addLocked puts key at the front of the LRU list.
+//
+// LOCKS_REQUIRED(c.mu)
+func (c *Cache) addLocked(key []byte, size int64) {
+	if el, ok := c.index[string(key)]; ok {
+		e := el.Value.(*lruEntry)
+		c.used += size - e.size
+		e.size = size
+		c.lru.MoveToFront(el)
+		return
+	}
+	k := string(key)
+	c.index[k] = c.lru.PushFront(&lruEntry{key: k, size: size})
+	c.used += size
+}
+
+// removeLocked drops el from the index.
+//
+// LOCKS_REQUIRED(c.mu)
+func (c *Cache) removeLocked(el *list.Element) {
+	e := el.Value.(*lruEntry)
+	c.lru.Remove(el)
+	delete(c.index, e.key)
+	c.used -= e.size
+}
+
+// evictLocked removes least recently used entries, other than keep, until
+// the cache fits MaxBytes, and returns their keys for deleteLocked.
+//
+// LOCKS_REQUIRED(c.mu)
+func (c *Cache) evictLocked(keep []byte) [][]byte {
+	var victims [][]byte
+	for c.used > c.max {
+		el := c.lru.Back()
+		if el == nil {
+			break
+		}
+		e := el.Value.(*lruEntry)
+		if keep != nil && e.key == string(keep) {
+			break // alone and still too big: store checks size <= max first
+		}
+		c.removeLocked(el)
+		victims = append(victims, []byte(e.key))
+		c.stats.evictions.Add(1)
+		c.stats.evictedBytes.Add(e.size)
+		c.churn += e.size
+	}
+	if c.churn >= c.churnLimit {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+	return victims
+}
+
+// storeFailed counts a store failure and logs the first of an outage.
+func (c *Cache) storeFailed(what string, err error) {
+	c.stats.storeErrors.Add(1)
+	if c.degraded.CompareAndSwap(false, true) {
+		// First line only: some Badger errors carry a hex dump of the value.
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		c.log.Warn("block cache failing; reading from the remote without it", "op", what, "err", msg)
+	}
+}
+
+// storeRecovered ends an outage logged by storeFailed.
+func (c *Cache) storeRecovered() {
+	if c.degraded.Load() && c.degraded.CompareAndSwap(true, false) {
+		c.log.Info("block cache working again")
+	}
+}

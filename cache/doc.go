@@ -1,0 +1,84 @@
+// Package cache is evofs's persistent read cache: fixed-size blocks of
+// immutable file versions kept in Badger, and a per-open-file reader
+// ([File]) that reads through it with shared fetches and adaptive
+// readahead. It knows nothing of FUSE or of the remote API; bytes come from
+// a [Fetcher] (a ranged GET on one version) that the caller supplies.
+//
+// # Keys
+//
+// Block i of a version covers [i*BlockSize, min((i+1)*BlockSize, Size)).
+// It is stored under
+//
+//	'b' fileID 0x00 versionID 0x00 bigendian64(i)
+//
+// (0x00 and 0x01 inside an ID are escaped, so two versions never share a
+// key). Blocks are never keyed by path: a new version is a new key, so
+// nothing in this package is ever invalidated. One small metadata key,
+// 'm' "config", records the format and the block size; the block size of a
+// cache directory is fixed when it is created. Opening it with
+// [Options.BlockSize] zero adopts the stored size; opening it with a
+// different non-zero size fails.
+//
+// # Eviction
+//
+// The cache holds at most [Options.MaxBytes] bytes of block data (keys and
+// Badger's own overhead are not counted). An in-memory LRU list over every
+// stored key (key and size, no data) is touched on each hit; a store that
+// would pass the bound deletes the least recently used blocks in one
+// WriteBatch. The list is not persisted: Open rebuilds it with a keys-only
+// iteration ordered by each key's Badger commit version, so after a restart
+// recency is "most recently written", and hits of the previous run are
+// forgotten. Sizes read back at Open are Badger's estimate (exact for full
+// blocks, within a few bytes for a short last block) and become exact at
+// the block's first hit.
+//
+// # Disk space
+//
+// Blocks of 4 KiB or more live in Badger's value log, so they are written
+// once and never rewritten by LSM compactions; smaller ones stay in the LSM
+// tree. A deleted value-log entry is only reclaimed by value-log GC, and
+// Badger's GC only sees garbage that a compaction has counted. The pointer
+// entries of a block cache are so small that the memtable would almost
+// never be flushed and the garbage never counted (measured: 400 MiB of
+// value log for 16 MiB of live blocks). So a maintenance goroutine, woken
+// when evictions since its last run pass MaxBytes/8 and every 10 minutes,
+// flushes the memtable (DropPrefix of a marker key, which also compacts L0),
+// flattens the tree, and then runs RunValueLogGC(0.5) until it has nothing
+// to do (measured: the value log stays at the live size). Close stops it.
+//
+// # Concurrency
+//
+// All readers of one block share one fetch: the first registers it in an
+// in-flight map and the others wait on its channel. The fetch runs on its
+// own context, detached from the reader that started it, so an interrupted
+// reader (FUSE cancels a request on any signal to the client) never aborts
+// a download others wait for; a reader's context only bounds its own wait.
+// Close of the cache cancels fetches. A fetch's error goes to every waiter
+// and nothing is stored, so the next read tries again.
+//
+// # Readahead
+//
+// A [File] tracks its reader. A read that starts within one block of where
+// the previous one ended is sequential; each sequential read that enters a
+// new block doubles the readahead window (1, 2, 4, ... up to
+// [FileOptions.Readahead] blocks). A read anywhere else resets the window
+// to zero, so random readers fetch only the blocks they touch. Readahead
+// fetches start in block order, at most [FileOptions.Parallelism] at a time
+// per file and 16 per cache, never past the version's end, and stop being
+// started when the File is closed.
+//
+// # Failure
+//
+// The store fails soft: if Badger cannot read or write (disk full, I/O
+// error), reads are served from the Fetcher, the failure is counted in
+// [Stats].StoreErrors, and one warning is logged per outage. A stored
+// block whose length is not what its version implies is deleted and
+// fetched again; Badger verifies value checksums on every read. The cache
+// never returns bytes it has not verified this way.
+//
+// # Memory
+//
+// No file is ever held in memory: the only block buffers are those of
+// fetches in flight (bounded by readers, Parallelism and the readahead
+// limits). Hits are copied straight from Badger into the reader's buffer.
+package cache

@@ -1,0 +1,305 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+const (
+	defaultReadahead   = 8
+	defaultParallelism = 4
+)
+
+var errNegativeOffset = errors.New("negative offset")
+
+// Fetcher reads bytes of one immutable file version from the remote (a
+// ranged GET). It must fill p completely unless the range passes the end
+// of the version, in which case it returns the bytes up to the end and may
+// return io.EOF with them.
+type Fetcher interface {
+	FetchAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// Version is one immutable file version, the unit the cache keys blocks
+// by: fileID + versionID + block index, never a path. Size is the
+// version's length in bytes.
+type Version struct {
+	FileID, VersionID string
+	Size              int64
+}
+
+// FileOptions tune one File.
+type FileOptions struct {
+	// Readahead is the most blocks prefetched ahead of a sequential
+	// reader. The window starts at one block, doubles while the reader
+	// stays sequential and resets on a jump. Zero means 8; negative
+	// disables readahead.
+	Readahead int
+	// Parallelism bounds this file's concurrent readahead fetches, and
+	// the blocks one ReadAt fetches at once. Zero or negative means 4.
+	Parallelism int
+}
+
+// File reads one version through the cache. It is cheap to create (one
+// per open handle) and safe for concurrent use.
+type File struct {
+	////////////////////////////////////////////////////////////////////
+	// Constant
+	////////////////////////////////////////////////////////////////////
+
+	c       *Cache
+	v       Version
+	src     Fetcher
+	prefix  []byte // key prefix of v's blocks
+	nblocks int64
+	maxRA   int
+	par     int
+	slots   chan struct{} // one token per readahead fetch of this file in flight
+	closing chan struct{} // closed by Close
+
+	////////////////////////////////////////////////////////////////////
+	// Mutable state
+	////////////////////////////////////////////////////////////////////
+
+	mu      sync.Mutex
+	closed  bool  // GUARDED_BY(mu)
+	lastEnd int64 // GUARDED_BY(mu): end offset of the previous read; -1 before the first
+	window  int   // GUARDED_BY(mu): readahead window in blocks, 0 while random
+	// Blocks [raNext, raEnd) are wanted ahead and not yet handed to the
+	// readahead worker. raGen changes on every jump, so the worker drops
+	// blocks it took before it.
+	raNext, raEnd int64  // GUARDED_BY(mu)
+	raGen         uint64 // GUARDED_BY(mu)
+	raRunning     bool   // GUARDED_BY(mu): the readahead worker is running
+}
+
+// File returns a reader of version v whose missing blocks come from src.
+// A negative v.Size counts as zero.
+func (c *Cache) File(v Version, src Fetcher, o FileOptions) *File {
+	v.Size = max(v.Size, 0)
+	if o.Readahead == 0 {
+		o.Readahead = defaultReadahead
+	}
+	if o.Parallelism <= 0 {
+		o.Parallelism = defaultParallelism
+	}
+	return &File{
+		c: c, v: v, src: src, prefix: versionPrefix(v),
+		nblocks: (v.Size + c.bs - 1) / c.bs,
+		maxRA:   o.Readahead, par: o.Parallelism,
+		slots:   make(chan struct{}, o.Parallelism),
+		closing: make(chan struct{}),
+		lastEnd: -1,
+	}
+}
+
+// ReadAt reads len(p) bytes at off, with io.ReaderAt semantics: it returns
+// io.EOF with the bytes up to the end when the range passes it, and 0,
+// io.EOF at or after the end. On an error, n counts the bytes of the
+// leading blocks that were read. ctx bounds this call's waiting only: a
+// cancelled read returns ctx.Err() promptly, and fetches it started go on.
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %s@%s at %d: %w", f.v.FileID, f.v.VersionID, off, errNegativeOffset)
+	}
+	if off >= f.v.Size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !f.c.enter() {
+		return 0, ErrClosed
+	}
+	defer f.c.wg.Done()
+	end := min(off+int64(len(p)), f.v.Size)
+	last := (end - 1) / f.c.bs
+	f.observe(off, end, last)
+	n, err := f.read(ctx, p[:end-off], off, off/f.c.bs, last)
+	if err == nil && end-off < int64(len(p)) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// Close stops this file's readahead: blocks not yet started are not
+// fetched; fetches already started finish and are stored. Reads still
+// work after Close, without readahead.
+func (f *File) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.closed {
+		f.closed = true
+		close(f.closing)
+	}
+}
+
+// read fills p (which ends at or before the version's end) with blocks
+// first..last, fetching missing ones in parallel.
+func (f *File) read(ctx context.Context, p []byte, off, first, last int64) (int, error) {
+	bs := f.c.bs
+	end := off + int64(len(p))
+	// part is the piece of p in block i and its offset inside the block.
+	part := func(i int64) ([]byte, int64) {
+		start := i * bs
+		lo, hi := max(off, start), min(end, start+bs)
+		return p[lo-off : hi-off], lo - start
+	}
+	if first == last {
+		dst, in := part(first)
+		if err := f.c.readBlock(ctx, f.block(first), dst, in); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	ok := make([]bool, last-first+1)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(f.par)
+	for i := first; i <= last; i++ {
+		dst, in := part(i)
+		g.Go(func() error {
+			if err := f.c.readBlock(gctx, f.block(i), dst, in); err != nil {
+				return err
+			}
+			ok[i-first] = true
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err == nil {
+		return len(p), nil
+	}
+	n := 0
+	for i := first; i <= last && ok[i-first]; i++ {
+		dst, _ := part(i)
+		n += len(dst)
+	}
+	if ctx.Err() != nil {
+		err = ctx.Err() // the reader's interruption, not errgroup's cancel of its siblings
+	}
+	return n, err
+}
+
+// block describes block idx of f's version.
+func (f *File) block(idx int64) block {
+	return block{
+		key: blockKey(f.prefix, idx), idx: idx,
+		len: min(f.c.bs, f.v.Size-idx*f.c.bs),
+		v:   &f.v, src: f.src,
+	}
+}
+
+// observe classifies a read of [off, end) ending in block last, adapts
+// the readahead window and hands new blocks to the readahead worker.
+//
+// LOCKS_EXCLUDED(f.mu)
+func (f *File) observe(off, end, last int64) {
+	if f.maxRA <= 0 || f.nblocks <= 1 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	prev := f.lastEnd
+	f.lastEnd = end
+	if f.closed || prev < 0 {
+		return
+	}
+	bs := f.c.bs
+	// Within a block of the previous end is sequential: the kernel's
+	// concurrent readahead requests arrive slightly out of order.
+	if off < prev-bs || off > prev+bs {
+		f.window = 0
+		f.raGen++
+		f.raNext, f.raEnd = last+1, last+1
+		return
+	}
+	if last > (prev-1)/bs { // entered a new block
+		f.window = min(max(1, 2*f.window), f.maxRA)
+	}
+	if f.window == 0 {
+		return
+	}
+	f.raNext = max(f.raNext, last+1)
+	f.raEnd = max(f.raEnd, min(last+1+int64(f.window), f.nblocks))
+	if f.raNext < f.raEnd && !f.raRunning {
+		f.raRunning = f.c.goTracked(f.readahead)
+	}
+}
+
+// readahead starts fetches of the wanted blocks in order, each once it
+// has a slot of this file and one of the cache, until none are left or
+// the file is closed.
+//
+// LOCKS_EXCLUDED(f.mu)
+func (f *File) readahead() {
+	for {
+		f.mu.Lock()
+		if f.closed || f.raNext >= f.raEnd {
+			f.raRunning = false
+			f.mu.Unlock()
+			return
+		}
+		idx, gen := f.raNext, f.raGen
+		f.raNext++
+		f.mu.Unlock()
+
+		b := f.block(idx)
+		if f.c.stored(b.key) {
+			continue
+		}
+		release, ok := f.acquire()
+		if !ok {
+			f.mu.Lock()
+			f.raRunning = false
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Lock()
+		stale := f.closed || gen != f.raGen
+		f.mu.Unlock()
+		if stale {
+			release()
+			continue
+		}
+		b.done = release
+		if !f.c.prefetch(b) {
+			release()
+		}
+	}
+}
+
+// acquire takes a readahead slot of f and one of the cache, waiting until
+// f or the cache is closed.
+func (f *File) acquire() (release func(), ok bool) {
+	c := f.c
+	select {
+	case f.slots <- struct{}{}:
+	case <-f.closing:
+		return nil, false
+	case <-c.ctx.Done():
+		return nil, false
+	}
+	select {
+	case c.raSlots <- struct{}{}:
+	case <-f.closing:
+		<-f.slots
+		return nil, false
+	case <-c.ctx.Done():
+		<-f.slots
+		return nil, false
+	}
+	return func() { <-c.raSlots; <-f.slots }, true
+}
+
+// stored reports whether key is in the index.
+func (c *Cache) stored(key []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.index[string(key)]
+	return ok
+}

@@ -1,0 +1,365 @@
+package cache
+
+// Everything that talks to Badger: options, the logger adapter, keys, the
+// config record, the index rebuild at Open, and space reclamation.
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+const (
+	// valueThreshold: values this large or larger go to the value log.
+	// Blocks (1 MiB by default) are written there once and never copied by
+	// LSM compactions; only tiny blocks (small files' only block) stay in
+	// the tree, where compaction reclaims them without value-log GC. 4 KiB
+	// is also the tree's block size, so an inline value never spans
+	// several table blocks.
+	valueThreshold = 4 << 10
+
+	// memTableSize bounds each Badger memtable on disk. It holds pointers
+	// and tiny blocks only, so it can be small; Badger allocates it whole.
+	memTableSize = 16 << 20
+
+	// gcInterval: how often maintenance runs without being woken by
+	// evictions (it also catches garbage of earlier runs).
+	gcInterval = 10 * time.Minute
+
+	// gcDiscardRatio: a value-log file is rewritten once this fraction of
+	// it is garbage.
+	gcDiscardRatio = 0.5
+
+	// Value-log file size: MaxBytes/16 within these bounds. GC works file by
+	// file and never on the file being written, so files must be small
+	// next to the cache.
+	minVlogFile = 4 << 20
+	maxVlogFile = 256 << 20
+
+	// maxInMemoryBlock is the default and largest block size of an
+	// in-memory cache: Badger's in-memory mode holds values under 1 MiB.
+	maxInMemoryBlock = 512 << 10
+
+	formatVersion = 1
+)
+
+var (
+	configKey = []byte("mconfig")
+	// flushKey is written and dropped to make Badger flush its memtable
+	// (DropPrefix is the only public call that does).
+	flushKey = []byte("mflush")
+	// blockPrefix starts every block key.
+	blockPrefix = []byte{'b'}
+
+	// errCorrupt: a stored block has the wrong length for its version.
+	errCorrupt = errors.New("stored block has the wrong length")
+)
+
+// badgerOptions tunes Badger for a block cache (see the package doc).
+func badgerOptions(dir string, bs, maxBytes int64, log *slog.Logger) badger.Options {
+	o := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithValueThreshold(valueThreshold).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(3).
+		WithValueLogFileSize(min(max(maxBytes/16, minVlogFile, 4*bs), maxVlogFile)).
+		WithCompression(options.None). // blocks are often compressed already; values in the log never are
+		WithBlockCacheSize(0).         // uncompressed tables are read straight from mmap
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true). // never serve a torn or rotten block
+		WithDetectConflicts(false).    // no read-modify-write transactions
+		WithMetricsEnabled(false).     // Badger's metrics are process-wide expvars
+		WithSyncWrites(false)          // a lost block after a crash is just a miss
+	if dir == "" {
+		// In memory every value stays in the tree, Badger takes only
+		// values below ValueThreshold (at most 1 MiB; one of exactly
+		// that size passes its check and then panics the writer), and one
+		// transaction (one block) must fit in 15% of a memtable.
+		o = o.WithInMemory(true).WithDir("").WithValueDir("").
+			WithValueThreshold(1 << 20).WithMemTableSize(64 << 20).
+			WithChecksumVerificationMode(options.NoVerification) // nothing to rot
+	}
+	return o
+}
+
+// badgerLogger routes Badger's log through slog, one level quieter than
+// Badger's own: its Info lines (table counts at open, compaction chatter)
+// become Debug, and its Debug lines are dropped.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) logf(lvl slog.Level, format string, args ...any) {
+	if !l.log.Enabled(context.Background(), lvl) {
+		return
+	}
+	l.log.Log(context.Background(), lvl, "badger: "+strings.TrimSpace(fmt.Sprintf(format, args...)))
+}
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.logf(slog.LevelError, f, a...) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.logf(slog.LevelWarn, f, a...) }
+func (l badgerLogger) Infof(f string, a ...any)    { l.logf(slog.LevelDebug, f, a...) }
+func (l badgerLogger) Debugf(string, ...any)       {}
+
+// versionPrefix is the key prefix of every block of v:
+// 'b' fileID 0 versionID 0.
+func versionPrefix(v Version) []byte {
+	b := make([]byte, 0, len(blockPrefix)+len(v.FileID)+len(v.VersionID)+2+8)
+	b = append(b, blockPrefix...)
+	b = appendID(b, v.FileID)
+	b = append(b, 0)
+	b = appendID(b, v.VersionID)
+	return append(b, 0)
+}
+
+// appendID appends id with 0x00 and 0x01 escaped (as 0x01 0x02 and
+// 0x01 0x01), so the 0x00 separators are unambiguous for any ID.
+func appendID(b []byte, id string) []byte {
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; c {
+		case 0:
+			b = append(b, 1, 2)
+		case 1:
+			b = append(b, 1, 1)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// blockKey is the key of block idx under a version prefix.
+func blockKey(prefix []byte, idx int64) []byte {
+	k := make([]byte, len(prefix)+8)
+	copy(k, prefix)
+	binary.BigEndian.PutUint64(k[len(prefix):], uint64(idx))
+	return k
+}
+
+// readConfig returns the block size recorded in db, or 0 for a new cache.
+func readConfig(db *badger.DB) (int64, error) {
+	var bs int64
+	err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(configKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 9 || v[0] != formatVersion {
+				return fmt.Errorf("unknown cache format (record %x); this evofs writes format %d", v, formatVersion)
+			}
+			bs = int64(binary.BigEndian.Uint64(v[1:]))
+			if bs <= 0 {
+				return fmt.Errorf("cache config records block size %d", bs)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read cache config: %w", err)
+	}
+	return bs, nil
+}
+
+// writeConfig records the format and block size of a new cache.
+func writeConfig(db *badger.DB, bs int64) error {
+	v := make([]byte, 9)
+	v[0] = formatVersion
+	binary.BigEndian.PutUint64(v[1:], uint64(bs))
+	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(configKey, v) }); err != nil {
+		return fmt.Errorf("write cache config: %w", err)
+	}
+	return nil
+}
+
+// rebuild loads the LRU index from a keys-only scan, oldest commit first,
+// and evicts down to MaxBytes if the bound shrank since the last run.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu); called by Open before the cache is shared.
+func (c *Cache) rebuild() error {
+	type rec struct {
+		key  []byte
+		ver  uint64
+		size int64
+	}
+	var recs []rec
+	err := c.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: blockPrefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			recs = append(recs, rec{item.KeyCopy(nil), item.Version(), c.sizeHint(item.ValueSize())})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan cached blocks: %w", err)
+	}
+	slices.SortFunc(recs, func(a, b rec) int { return cmp.Compare(a.ver, b.ver) })
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	c.mu.Lock()
+	for _, r := range recs {
+		c.addLocked(r.key, r.size)
+	}
+	victims := c.evictLocked(nil)
+	c.mu.Unlock()
+	return c.deleteLocked(victims)
+}
+
+// sizeHint turns Badger's estimate of a value's size into a block size.
+// For values in the value log the estimate can be off by a byte or two
+// (Badger guesses its entry-header length); a full block is snapped to
+// BlockSize exactly, and a short last block is corrected at its first hit.
+func (c *Cache) sizeHint(est int64) int64 {
+	if est > c.bs-16 {
+		return c.bs
+	}
+	return max(est, 0)
+}
+
+// get copies stored block bytes [off, off+len(dst)) into dst, checking the
+// value has length blen. Errors: badger.ErrKeyNotFound, errCorrupt, or a
+// store failure.
+func (c *Cache) get(key []byte, blen int64, dst []byte, off int64) error {
+	if err := c.fault("get"); err != nil {
+		return err
+	}
+	return c.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		// Copy inside the transaction: val is only valid until it ends.
+		return item.Value(func(val []byte) error {
+			if int64(len(val)) != blen {
+				return fmt.Errorf("%w: %d bytes stored, %d expected", errCorrupt, len(val), blen)
+			}
+			copy(dst, val[off:])
+			return nil
+		})
+	})
+}
+
+// put stores one block.
+//
+// LOCKS_REQUIRED(c.storeMu)
+func (c *Cache) put(key, data []byte) error {
+	if err := c.fault("put"); err != nil {
+		return err
+	}
+	return c.db.Update(func(txn *badger.Txn) error { return txn.Set(key, data) })
+}
+
+// deleteLocked deletes keys in one batch. A failure leaves the blocks on
+// disk but out of the index; the next Open finds and counts them again.
+//
+// LOCKS_REQUIRED(c.storeMu)
+func (c *Cache) deleteLocked(keys [][]byte) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := c.fault("delete")
+	if err == nil {
+		wb := c.db.NewWriteBatch()
+		defer wb.Cancel()
+		for _, k := range keys {
+			if err = wb.Delete(k); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = wb.Flush()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("delete %d evicted blocks: %w", len(keys), err)
+	}
+	return nil
+}
+
+// fault returns the error a test injects for op, if any.
+func (c *Cache) fault(op string) error {
+	if c.opt.testFault == nil {
+		return nil
+	}
+	return c.opt.testFault(op)
+}
+
+// maintain runs reclaim when evictions pile up (kick) and on a ticker,
+// until Close.
+func (c *Cache) maintain(kick <-chan struct{}) {
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		if err := c.reclaim(); err != nil && c.ctx.Err() == nil {
+			c.storeFailed("reclaim space", err)
+		}
+	}
+}
+
+// reclaim makes Badger count the value-log garbage that evictions left
+// (flush the memtable, compact) and then collects it.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) reclaim() error {
+	c.reclaimMu.Lock()
+	defer c.reclaimMu.Unlock()
+	c.mu.Lock()
+	churn := c.churn
+	c.churn = 0
+	c.mu.Unlock()
+	if churn > 0 {
+		if err := c.compact(); err != nil {
+			return err
+		}
+	}
+	for c.ctx.Err() == nil {
+		err := c.db.RunValueLogGC(gcDiscardRatio)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("value log GC: %w", err)
+		}
+		c.stats.gcRuns.Add(1)
+	}
+	return nil
+}
+
+// compact flushes the memtable and flattens the tree, so compaction sees
+// the deletes of evicted blocks and records their value-log space as
+// discardable. Writes of blocks wait meanwhile (Badger blocks writes during
+// DropPrefix; holding storeMu keeps ours out of its way).
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) compact() error {
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	if err := c.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) }); err != nil {
+		return fmt.Errorf("write flush marker: %w", err)
+	}
+	if err := c.db.DropPrefix(flushKey); err != nil {
+		return fmt.Errorf("flush memtable: %w", err)
+	}
+	if err := c.db.Flatten(1); err != nil {
+		return fmt.Errorf("flatten: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,329 @@
+// Command evofs-bench measures evofs's read path against a direct azblob
+// download in the same run (make bench runs it under contrib/azurite/run):
+//
+//   - cold sequential read of a file through the mount, as a ratio to a
+//     parallel azblob download of the same blob through the same kind of link;
+//   - warm read (remounted over the block cache, page cache dropped), as a
+//     ratio to a go-fuse loopback mount reading the same bytes from a local file;
+//   - evofs's CPU seconds per GiB, and its peak RSS while reading a larger file.
+//
+// evofs and the loopback server run as processes of their own, so their CPU
+// and memory are theirs alone.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/evofs/evofs/remote"
+	"github.com/evofs/evofs/remote/emulator"
+)
+
+const gib = 1 << 30
+
+func main() {
+	size := flag.Int64("size", gib, "bytes of the file read cold and warm")
+	rssSize := flag.Int64("rss-size", 4*gib, "bytes of the file read while watching evofs's peak RSS")
+	evofsBin := flag.String("evofs", "bin/evofs", "the evofs binary")
+	serveLoopback := flag.String("serve-loopback", "", "internal: serve a go-fuse loopback of DIR at the mountpoint given as argument")
+	flag.Parse()
+	if *serveLoopback != "" {
+		if err := loopback(*serveLoopback, flag.Arg(0)); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if err := run(*size, *rssSize, *evofsBin); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// content is size bytes of reproducible pseudo-random data, generated on the
+// fly so that gigabytes need no memory.
+type content struct{ size int64 }
+
+func (c content) ReadAt(p []byte, off int64) (int, error) {
+	if off >= c.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), c.size-off)
+	for i := int64(0); i < n; i++ {
+		x := uint64(off+i) * 0x9E3779B97F4A7C15
+		p[i] = byte(x >> 56)
+	}
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
+}
+
+type discard struct{}
+
+func (discard) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
+
+func run(size, rssSize int64, evofsBin string) error {
+	ctx := context.Background()
+	endpoint := os.Getenv("EVOFS_AZURITE_URL")
+	if endpoint == "" {
+		return errors.New("EVOFS_AZURITE_URL is not set: run under contrib/azurite/run (make bench does)")
+	}
+	work, err := os.MkdirTemp("", "evofs-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	emu, err := emulator.Start(ctx, emulator.Config{BlobEndpoint: endpoint, Container: "bench"})
+	if err != nil {
+		return err
+	}
+	defer emu.Close()
+	info := emu.Info()
+	client, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
+		Tokens: remote.StaticToken(info.Token)})
+	if err != nil {
+		return err
+	}
+	blobs := remote.NewBlobs(remote.BlobConfig{})
+	tokenFile := filepath.Join(work, "token")
+	if err := os.WriteFile(tokenFile, []byte(info.Token), 0o600); err != nil {
+		return err
+	}
+
+	fmt.Printf("evofs read benchmark: %s file, emulator + Azurite on this machine\n\n", human(size))
+	up, err := client.UploadPath(ctx, blobs, "bench/seq.bin", content{size}, size, remote.UploadOptions{})
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+
+	// Direct: a parallel azblob download of the same blob through a link.
+	start := time.Now()
+	if _, err := client.Download(ctx, blobs, up.FileID, discard{}); err != nil {
+		return err
+	}
+	direct := time.Since(start)
+
+	m := mounter{bin: evofsBin, work: work, info: info, token: tokenFile, cache: filepath.Join(work, "cache")}
+	cold, coldCPU, _, err := m.readThrough("bench/seq.bin", size)
+	if err != nil {
+		return err
+	}
+	warm, _, _, err := m.readThrough("bench/seq.bin", size)
+	if err != nil {
+		return err
+	}
+
+	// The same bytes from a local file through a go-fuse loopback mount.
+	local := filepath.Join(work, "local")
+	if err := writeLocal(filepath.Join(local, "seq.bin"), size); err != nil {
+		return err
+	}
+	loop, err := readLoopback(local, filepath.Join(work, "loopmnt"), "seq.bin", size)
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("%-44s %10s %10s\n", "", "time", "MB/s")
+	row := func(name string, d time.Duration) {
+		fmt.Printf("%-44s %10s %10.0f\n", name, d.Round(time.Millisecond), float64(size)/d.Seconds()/1e6)
+	}
+	row("direct azblob download (parallel ranges)", direct)
+	row("evofs cold sequential read", cold)
+	row("evofs warm read (remounted, page cache dropped)", warm)
+	row("go-fuse loopback read of a local copy", loop)
+	fmt.Printf("\ncold / direct:   %.2f× (target ≥ 0.95)\n", direct.Seconds()/cold.Seconds())
+	fmt.Printf("warm / loopback: %.2f× (target ≥ 0.5)\n", loop.Seconds()/warm.Seconds())
+	fmt.Printf("evofs CPU, cold: %.2f s/GiB\n", coldCPU/(float64(size)/gib))
+
+	if rssSize > 0 {
+		if _, err := client.UploadPath(ctx, blobs, "bench/rss.bin", content{rssSize}, rssSize, remote.UploadOptions{}); err != nil {
+			return fmt.Errorf("upload: %w", err)
+		}
+		m.cache = filepath.Join(work, "cache-rss")
+		d, _, peak, err := m.readThrough("bench/rss.bin", rssSize)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("evofs peak RSS reading %s: %s (target ≤ 200 MiB), %.0f MB/s\n", human(rssSize), human(peak),
+			float64(rssSize)/d.Seconds()/1e6)
+	}
+	return nil
+}
+
+type mounter struct {
+	bin, work, token, cache string
+	info                    emulator.Info
+}
+
+// readThrough mounts evofs, drops the page cache, reads path sequentially
+// and unmounts; it returns the read's duration, evofs's CPU seconds during
+// it, and evofs's peak RSS.
+func (m mounter) readThrough(path string, size int64) (time.Duration, float64, int64, error) {
+	mnt := filepath.Join(m.work, "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return 0, 0, 0, err
+	}
+	cmd := exec.Command(m.bin, "mount", "--hub", m.info.HubURL, "--org", m.info.OrgID, "--workspace", m.info.WorkspaceID,
+		"--token-file", m.token, "--cache-dir", m.cache, "--cache-size", "20GiB", "--log-level", "warn", mnt)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return 0, 0, 0, err
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	if err := waitMounted(mnt, 30*time.Second); err != nil {
+		return 0, 0, 0, err
+	}
+	dropCaches()
+	cpu0 := cpuSeconds(cmd.Process.Pid)
+	d, err := readAll(filepath.Join(mnt, path), size)
+	cpu := cpuSeconds(cmd.Process.Pid) - cpu0
+	peak := peakRSS(cmd.Process.Pid)
+	return d, cpu, peak, err
+}
+
+func readAll(path string, size int64) (time.Duration, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
+	d := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	if n != size {
+		return 0, fmt.Errorf("read %s: %d bytes, want %d", path, n, size)
+	}
+	return d, nil
+}
+
+func writeLocal(path string, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, io.NewSectionReader(content{size}, 0, size)); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func readLoopback(dir, mnt, name string, size int64) (time.Duration, error) {
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return 0, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(self, "--serve-loopback", dir, mnt)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		syscall.Unmount(mnt, 0)
+		cmd.Wait()
+	}()
+	if err := waitMounted(mnt, 30*time.Second); err != nil {
+		return 0, err
+	}
+	dropCaches()
+	return readAll(filepath.Join(mnt, name), size)
+}
+
+func loopback(dir, mnt string) error {
+	root, err := gofs.NewLoopbackRoot(dir)
+	if err != nil {
+		return err
+	}
+	opts := &gofs.Options{}
+	opts.DirectMount = true
+	opts.MaxReadAhead = 1 << 20
+	srv, err := gofs.Mount(mnt, root, opts)
+	if err != nil {
+		return err
+	}
+	srv.Wait()
+	return nil
+}
+
+func waitMounted(dir string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s was not mounted within %s", dir, limit)
+}
+
+// dropCaches empties the kernel's page cache (root only; else a no-op).
+func dropCaches() {
+	syscall.Sync()
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
+}
+
+// cpuSeconds is a process's user + system CPU time so far.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// peakRSS is a process's high-water resident set (VmHWM), in bytes.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			kb, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func human(n int64) string {
+	switch {
+	case n >= gib:
+		return fmt.Sprintf("%.1f GiB", float64(n)/gib)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,202 @@
+// Package fs serves an Evo workspace through FUSE.
+//
+// The package has two layers. The workspace model (workspace.go) knows
+// nothing of FUSE: it turns the flat listing into a snapshot tree, refreshes
+// it after its TTL and reports what changed; tests drive it without a mount.
+// The go-fuse nodes (node_*.go) are thin: they ask the model, read through
+// the block cache and map errors to errnos in one place (errno.go).
+//
+// # Kernel caching
+//
+// Entry, attribute and negative-entry timeouts equal the listing TTL: the
+// kernel asks again no sooner than the snapshot could have changed. When a
+// refresh finds changes, a single worker goroutine (notify.go) tells the
+// kernel to forget the changed names and the pages of files with a new
+// version; notifications are never sent from inside a FUSE handler. Opening
+// a file keeps the kernel's page cache when its version is the one it had at
+// the previous open.
+//
+// # Versions
+//
+// Every open handle is pinned to the version that was current at open:
+// every read of that handle comes from that version, whatever happens
+// remotely meanwhile.
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/evofs/evofs/cache"
+	"github.com/evofs/evofs/remote"
+	"golang.org/x/sync/singleflight"
+)
+
+// Files is what the mount needs of the File API: remote.Client has it.
+type Files interface {
+	Lister
+	remote.FileGetter
+}
+
+// BlobReader reads ranges of a blob through a self-renewing link:
+// remote.Blobs has it.
+type BlobReader interface {
+	ReadAt(ctx context.Context, l *remote.Link, p []byte, off int64) (int, error)
+}
+
+// Options configures a mounted workspace.
+type Options struct {
+	TTL      time.Duration // listing snapshot lifetime; default 30 s
+	UID, GID uint32
+	Umask    uint32 // default 022
+	ReadOnly bool
+	Logger   *slog.Logger
+	// Readahead and Parallelism tune each open file's block reader.
+	Readahead, Parallelism int
+}
+
+// FS is a mountable workspace.
+type FS struct {
+	ws     *Workspace
+	files  Files
+	blobs  BlobReader
+	cache  *cache.Cache
+	opt    Options
+	log    *slog.Logger
+	notify *notifier
+	root   *dirNode
+
+	linkCalls singleflight.Group
+
+	mu    sync.Mutex
+	links map[versionKey]*remote.Link // GUARDED_BY(mu): one download link per version, shared by handles
+}
+
+type versionKey struct{ fileID, versionID string }
+
+// New builds the filesystem. Nothing is listed before the first access.
+func New(files Files, blobs BlobReader, c *cache.Cache, o Options) *FS {
+	if o.TTL <= 0 {
+		o.TTL = 30 * time.Second
+	}
+	if o.Umask == 0 {
+		o.Umask = 0o022
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	f := &FS{files: files, blobs: blobs, cache: c, opt: o, log: o.Logger,
+		links: map[versionKey]*remote.Link{}}
+	f.notify = newNotifier(f.log)
+	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue})
+	f.root = &dirNode{fsys: f, path: ""}
+	f.notify.root = &f.root.Inode
+	return f
+}
+
+// Workspace is the model under the mount.
+func (f *FS) Workspace() *Workspace { return f.ws }
+
+// Root is the root node to give go-fuse.
+func (f *FS) Root() gofs.InodeEmbedder { return f.root }
+
+// MountOptions are go-fuse's options for this filesystem: timeouts equal
+// to the TTL, a direct mount (no fusermount needed as root).
+func (f *FS) MountOptions(allowOther bool) *gofs.Options {
+	ttl := f.opt.TTL
+	mo := fuse.MountOptions{
+		FsName:       "evofs",
+		Name:         "evofs",
+		DirectMount:  true,
+		AllowOther:   allowOther,
+		MaxReadAhead: 1 << 20,
+		MaxWrite:     1 << 20,
+		// The kernel must not drop pages on its own when mtime changes: we
+		// invalidate explicitly, per version.
+		ExplicitDataCacheControl: true,
+	}
+	if f.opt.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	return &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &ttl,
+		UID:             f.opt.UID,
+		GID:             f.opt.GID,
+	}
+}
+
+// Mount mounts f at dir and starts serving; the caller waits on the
+// returned server and unmounts it.
+func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
+	srv, err := gofs.Mount(dir, f.Root(), f.MountOptions(allowOther))
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	f.notify.start()
+	return srv, nil
+}
+
+// Close stops the notification worker.
+func (f *FS) Close() { f.notify.stop() }
+
+// link returns the shared download link of a version, getting one from the
+// API the first time (one call per version actually read, none for a file
+// whose blocks are all cached).
+func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
+	f.mu.Lock()
+	l := f.links[k]
+	f.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	// Parallel block fetches of one file share one call.
+	v, err, _ := f.linkCalls.Do(k.fileID+"@"+k.versionID, func() (any, error) {
+		d, err := f.files.GetFile(ctx, k.fileID, remote.GetOptions{VersionID: k.versionID})
+		if err != nil {
+			return nil, fmt.Errorf("get download link: %w", err)
+		}
+		l := remote.DownloadLink(f.files, d)
+		f.mu.Lock()
+		f.links[k] = l
+		f.mu.Unlock()
+		return l, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*remote.Link), nil
+}
+
+// attr fills a FUSE attribute from a snapshot entry.
+func (f *FS) attr(e *Entry, a *fuse.Attr) {
+	a.Ino = e.Ino
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	if e.Dir {
+		a.Mode = syscall.S_IFDIR | (0o777 &^ f.opt.Umask)
+		a.Nlink = 2
+	} else {
+		a.Mode = syscall.S_IFREG | (0o666 &^ f.opt.Umask)
+		a.Nlink = 1
+		a.Size = uint64(e.File.Size)
+		a.Blocks = (a.Size + 511) / 512
+	}
+	if f.opt.ReadOnly {
+		a.Mode &^= 0o222
+	}
+	a.Blksize = uint32(f.cache.BlockSize())
+	t := e.ModTime
+	if t.IsZero() {
+		t = time.Unix(0, 0)
+	}
+	a.SetTimes(&t, &t, &t)
+}

@@ -1,0 +1,193 @@
+package fs_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/evofs/evofs/cache"
+	evofs "github.com/evofs/evofs/fs"
+	"github.com/evofs/evofs/remote"
+	"github.com/evofs/evofs/remote/emulator"
+	"github.com/evofs/evofs/remote/emulator/emutest"
+)
+
+// mount is one real kernel mount of an emulated workspace, unmounted in
+// t.Cleanup and watched by a watchdog: a hung FUSE server would otherwise
+// hang every process that touches the mount, CI included.
+type mount struct {
+	t      *testing.T
+	Dir    string
+	Emu    *emulator.Server
+	Client *remote.Client
+	Blobs  *remote.Blobs
+	FS     *evofs.FS
+	Cache  *cache.Cache
+	Logs   *lockedWriter
+	// unmount unmounts and closes the cache, once; Cleanup calls it too.
+	unmount func()
+}
+
+type mountConfig struct {
+	ttl      time.Duration
+	cacheDir string // "" = a fresh one
+	readOnly bool
+}
+
+func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
+	t.Helper()
+	info := emu.Info()
+	c, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
+		Tokens: remote.StaticToken(info.Token)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
+	t.Helper()
+	if cfg.ttl == 0 {
+		cfg.ttl = time.Minute
+	}
+	if cfg.cacheDir == "" {
+		cfg.cacheDir = t.TempDir()
+	}
+	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClient(t, emu),
+		Blobs: remote.NewBlobs(remote.BlobConfig{}), Logs: &lockedWriter{w: &bytes.Buffer{}}}
+	logs := m.Logs
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c, err := cache.Open(cache.Options{Dir: cfg.cacheDir, MaxBytes: 1 << 30, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Cache = c
+	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log})
+	srv, err := evofs.Mount(m.Dir, m.FS, false)
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	dog := watchdog(t, m.Dir, 8*time.Minute)
+	var once sync.Once
+	m.unmount = func() {
+		once.Do(func() {
+			if err := srv.Unmount(); err != nil {
+				t.Logf("unmount %s: %v; detaching lazily", m.Dir, err)
+				syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+			}
+			srv.Wait()
+			dog.Stop()
+			m.FS.Close()
+			if err := c.Close(); err != nil {
+				t.Errorf("close cache: %v", err)
+			}
+			if t.Failed() {
+				t.Logf("evofs log:\n%s", logs.String())
+			}
+		})
+	}
+	t.Cleanup(m.unmount)
+	return m
+}
+
+// watchdog fails loudly instead of hanging: after limit it dumps every
+// goroutine, detaches the mount and aborts the FUSE connection, so that
+// processes blocked on the mount return.
+func watchdog(t *testing.T, dir string, limit time.Duration) *time.Timer {
+	return time.AfterFunc(limit, func() {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		fmt.Fprintf(os.Stderr, "WATCHDOG: %s still mounted after %s; goroutines:\n%s\n", dir, limit, buf[:n])
+		var st syscall.Stat_t
+		if syscall.Stat(dir, &st) == nil {
+			minor := (st.Dev & 0xff) | ((st.Dev >> 12) & 0xfff00)
+			os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", minor), []byte("1"), 0)
+		}
+		syscall.Unmount(dir, syscall.MNT_DETACH)
+		panic("watchdog: mount test hung")
+	})
+}
+
+// lockedWriter is a log sink safe for the FUSE server's goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+// run runs a command (never a binary on the mount) and returns its stdout.
+func run(t *testing.T, dir string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return out.String()
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// upload puts content at path through the API, as another client would.
+func upload(t *testing.T, c *remote.Client, b *remote.Blobs, path string, content io.ReaderAt, size int64) *remote.UploadFileResponse {
+	t.Helper()
+	up, err := c.UploadPath(context.Background(), b, path, content, size, remote.UploadOptions{})
+	if err != nil {
+		t.Fatalf("upload %s: %v", path, err)
+	}
+	return up
+}
+
+// seedDir is the repository's small GIS workspace.
+func seedDir(t *testing.T) string {
+	d, err := filepath.Abs("../testdata/workspace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func startEmu(t *testing.T, mod ...func(*emulator.Config)) *emulator.Server {
+	return emutest.Start(t, mod...)
+}
