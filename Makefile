@@ -18,8 +18,14 @@ $(AZURITE): contrib/azurite/package.json contrib/azurite/package-lock.json
 	npm ci --prefix contrib/azurite --no-audit --no-fund
 	touch $@
 
+# gdalinfo/ogrinfo for the GIS mount tests, from Debian when missing.
+GDAL := $(shell command -v gdalinfo 2>/dev/null)
+
 deps: $(AZURITE)
 	$(GO) mod download
+ifeq ($(GDAL),)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin
+endif
 
 vet:
 	$(GO) vet ./...
