@@ -76,6 +76,13 @@ type File struct {
 	raNext, raEnd int64  // GUARDED_BY(mu)
 	raGen         uint64 // GUARDED_BY(mu)
 	raRunning     bool   // GUARDED_BY(mu): the readahead worker is running
+
+	// The last whole block read: the kernel reads a block in several
+	// pieces (128 KiB by default), and one store read (one checksum) per
+	// block instead of per piece is most of the warm read's CPU.
+	curMu  sync.Mutex
+	curIdx int64  // GUARDED_BY(curMu); -1 when cur is empty
+	cur    []byte // GUARDED_BY(curMu)
 }
 
 // File returns a reader of version v whose missing blocks come from src.
@@ -95,6 +102,7 @@ func (c *Cache) File(v Version, src Fetcher, o FileOptions) *File {
 		slots:   make(chan struct{}, o.Parallelism),
 		closing: make(chan struct{}),
 		lastEnd: -1,
+		curIdx:  -1,
 	}
 }
 
@@ -152,7 +160,7 @@ func (f *File) read(ctx context.Context, p []byte, off, first, last int64) (int,
 	}
 	if first == last {
 		dst, in := part(first)
-		if err := f.c.readBlock(ctx, f.block(first), dst, in); err != nil {
+		if err := f.readOne(ctx, f.block(first), dst, in); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -183,6 +191,31 @@ func (f *File) read(ctx context.Context, p []byte, off, first, last int64) (int,
 		err = ctx.Err() // the reader's interruption, not errgroup's cancel of its siblings
 	}
 	return n, err
+}
+
+// readOne copies part of one block into dst through f's block buffer: a
+// piece of the buffered block costs no store read; a piece of another
+// block reads that whole block once and buffers it.
+func (f *File) readOne(ctx context.Context, b block, dst []byte, off int64) error {
+	f.curMu.Lock()
+	if f.curIdx == b.idx {
+		copy(dst, f.cur[off:])
+		f.curMu.Unlock()
+		return nil
+	}
+	f.curMu.Unlock()
+	if int64(len(dst)) == b.len {
+		return f.c.readBlock(ctx, b, dst, off) // the whole block: no need to buffer
+	}
+	whole := make([]byte, b.len)
+	if err := f.c.readBlock(ctx, b, whole, 0); err != nil {
+		return err
+	}
+	copy(dst, whole[off:])
+	f.curMu.Lock()
+	f.curIdx, f.cur = b.idx, whole
+	f.curMu.Unlock()
+	return nil
 }
 
 // block describes block idx of f's version.

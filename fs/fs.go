@@ -86,6 +86,12 @@ func New(files Files, blobs BlobReader, c *cache.Cache, o Options) *FS {
 	if o.TTL <= 0 {
 		o.TTL = 30 * time.Second
 	}
+	if o.Readahead == 0 {
+		o.Readahead = 32 // blocks: a sequential reader keeps this far ahead
+	}
+	if o.Parallelism == 0 {
+		o.Parallelism = 8
+	}
 	if o.Umask == 0 {
 		o.Umask = 0o022
 	}

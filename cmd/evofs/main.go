@@ -6,11 +6,20 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	// EVOFS_CPUPROFILE=FILE writes a CPU profile of the whole run (make bench).
+	if p := os.Getenv("EVOFS_CPUPROFILE"); p != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid())); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	root := &cobra.Command{
 		Use:           "evofs",
 		Short:         "Mount a Seequent Evo workspace as a folder",
@@ -20,6 +29,7 @@ func main() {
 	root.AddCommand(mountCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "evofs:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

@@ -156,7 +156,7 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 	if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
-	blocks, err := cache.Open(cache.Options{Dir: filepath.Join(f.cacheDir, "blocks"), MaxBytes: int64(cacheBytes), Logger: log})
+	blocks, err := cache.Open(cache.Options{Dir: filepath.Join(f.cacheDir, "blocks"), MaxBytes: int64(cacheBytes), BlockSize: 4 << 20, Logger: log})
 	if err != nil {
 		return fmt.Errorf("open cache in %s: %w", f.cacheDir, err)
 	}

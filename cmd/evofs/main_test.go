@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/evofs/evofs/remote/emulator"
+	"github.com/evofs/evofs/remote/emulator/emutest"
+)
+
+// buildEvofs builds the command once per test binary run.
+func buildEvofs(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "evofs")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func mountArgs(info emulator.Info, tokenFile, cacheDir, mnt string) []string {
+	return []string{"mount", "--hub", info.HubURL, "--org", info.OrgID, "--workspace", info.WorkspaceID,
+		"--token-file", tokenFile, "--cache-dir", cacheDir, mnt}
+}
+
+func TestMountRefusesBadInputWithOneClearMessage(t *testing.T) {
+	bin := buildEvofs(t)
+	emu := emutest.Start(t)
+	info := emu.Info()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(good, []byte(info.Token+"\n"), 0o600)
+	os.WriteFile(bad, []byte("expired-or-forged\n"), 0o600)
+	full := filepath.Join(dir, "full")
+	os.MkdirAll(full, 0o755)
+	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
+	empty := filepath.Join(dir, "empty")
+	os.MkdirAll(empty, 0o755)
+	cache := filepath.Join(dir, "cache")
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing mountpoint", mountArgs(info, good, cache, filepath.Join(dir, "nope")), "does not exist"},
+		{"non-empty mountpoint", mountArgs(info, good, cache, full), "is not empty"},
+		{"refused token", mountArgs(info, bad, cache, empty), "refused the token"},
+		{"missing token file", mountArgs(info, filepath.Join(dir, "none"), cache, empty), "read token file"},
+		{"bad umask", append([]string{"mount", "--umask", "9x"}, mountArgs(info, good, cache, empty)[1:]...), "--umask"},
+		{"missing flag", []string{"mount", empty}, "required flag"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var stderr bytes.Buffer
+			cmd := exec.CommandContext(ctx, bin, tc.args...)
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if err == nil {
+				t.Fatal("exit 0, want a failure")
+			}
+			msg := strings.TrimSpace(stderr.String())
+			if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 0 || strings.Contains(msg, "goroutine") {
+				t.Fatalf("stderr %q: want one line saying %q", msg, tc.want)
+			}
+			if strings.Contains(msg, info.Token) {
+				t.Fatal("the token reached the message")
+			}
+		})
+	}
+}
+
+func TestMountServesAndUnmountsOnSIGTERM(t *testing.T) {
+	bin := buildEvofs(t)
+	emu := emutest.Start(t, func(c *emulator.Config) { c.Seed = "../../testdata/workspace" })
+	info := emu.Info()
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte(info.Token), 0o600)
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, mountArgs(info, tok, filepath.Join(dir, "cache"), mnt)...)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		syscall.Unmount(mnt, syscall.MNT_DETACH)
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !mounted(mnt) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not mounted after 30 s:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "README.txt"))
+	want, _ := os.ReadFile("../../testdata/workspace/README.txt")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("README.txt through the mount: %q, %v", got, err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("evofs did not exit 30 s after SIGTERM:\n%s", stderr.String())
+	}
+	if mounted(mnt) {
+		t.Fatal("still mounted after SIGTERM")
+	}
+}
+
+func mounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
