@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"errors"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -269,4 +270,34 @@ func TestMountGDALReadsWithFewCalls(t *testing.T) {
 		t.Errorf("%d API calls in all, want %d (links + 1 listing): %v", total, links+1, s.API)
 	}
 	t.Logf("gdalinfo + ogrinfo: %d API calls, %d links, %d blob GETs", apiCalls(s), links, s.Blob[emulator.BlobOpGet].Count)
+}
+
+func TestMountReadOfRemotelyDeletedFileIsENOENTWithOneLogLine(t *testing.T) {
+	emu := startEmu(t)
+	c := newClient(t, emu)
+	m := mountEmu(t, emu, mountConfig{})
+	body := []byte("soon gone\n")
+	up := upload(t, c, m.Blobs, "notes/gone.txt", bytes.NewReader(body), int64(len(body)))
+	m.FS.Workspace().Invalidate()
+	f, err := os.Open(filepath.Join(m.Dir, "notes/gone.txt")) // listed; nothing read yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := c.DeleteFile(t.Context(), up.FileID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Read(make([]byte, 16))
+	if !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("read of a file deleted remotely: %v, want ENOENT", err)
+	}
+	var lines []string
+	for _, l := range strings.Split(m.Logs.String(), "\n") {
+		if strings.Contains(l, "read failed") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "path=/notes/gone.txt") || !strings.Contains(lines[0], "code=files/gone") {
+		t.Fatalf("want one log line naming the path and the service's code, got %q", lines)
+	}
 }

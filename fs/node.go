@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/evofs/evofs/cache"
+	"github.com/evofs/evofs/remote"
 )
 
 // dirNode is a folder of the workspace, identified by its path.
@@ -130,7 +132,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	e := n.e
 	v := cache.Version{FileID: e.File.FileID, VersionID: e.File.VersionID, Size: e.File.Size}
 	src := &versionFetcher{fsys: n.fsys, key: versionKey{v.FileID, v.VersionID}}
-	h := &readHandle{file: n.fsys.cache.File(v, src, cache.FileOptions{
+	h := &readHandle{fsys: n.fsys, path: "/" + e.Path, file: n.fsys.cache.File(v, src, cache.FileOptions{
 		Readahead: n.fsys.opt.Readahead, Parallelism: n.fsys.opt.Parallelism})}
 	// The inode is this version: its pages stay valid across opens.
 	return h, fuse.FOPEN_KEEP_CACHE, 0
@@ -138,7 +140,31 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 
 // readHandle is an open file, pinned to one version.
 type readHandle struct {
+	fsys *FS
+	path string
 	file *cache.File
+
+	mu     sync.Mutex
+	logged map[string]bool // GUARDED_BY(mu): errors already logged for this handle (the kernel retries a failed page read)
+}
+
+// fail maps a read error to its errno, logging it the first time this
+// handle meets it.
+func (h *readHandle) fail(err error) syscall.Errno {
+	key := remote.ErrorCode(err) + "/" + toErrno(err).Error()
+	h.mu.Lock()
+	first := !h.logged[key]
+	if first {
+		if h.logged == nil {
+			h.logged = map[string]bool{}
+		}
+		h.logged[key] = true
+	}
+	h.mu.Unlock()
+	if !first {
+		return toErrno(err)
+	}
+	return errno(h.fsys.log, "read", h.path, err)
 }
 
 var _ = (gofs.FileReader)((*readHandle)(nil))
@@ -146,7 +172,7 @@ var _ = (gofs.FileReader)((*readHandle)(nil))
 func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := h.file.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, toErrno(err) // logged by the fetcher, with the path
+		return nil, h.fail(err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
@@ -159,22 +185,17 @@ func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // versionFetcher reads one version's bytes from the blob store for the
-// cache, getting the download link on first need.
+// cache, getting the download link on first need. It does not log: the
+// read that fails does, once, with the path.
 type versionFetcher struct {
 	fsys *FS
 	key  versionKey
-	path string
 }
 
 func (v *versionFetcher) FetchAt(ctx context.Context, p []byte, off int64) (int, error) {
 	l, err := v.fsys.link(ctx, v.key)
-	if err == nil {
-		var n int
-		n, err = v.fsys.blobs.ReadAt(ctx, l, p, off)
-		if err == nil || errors.Is(err, io.EOF) {
-			return n, err
-		}
+	if err != nil {
+		return 0, err
 	}
-	errno(v.fsys.log, "read", v.key.fileID+"@"+v.key.versionID, err)
-	return 0, err
+	return v.fsys.blobs.ReadAt(ctx, l, p, off)
 }
