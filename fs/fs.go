@@ -76,10 +76,38 @@ type FS struct {
 	linkCalls singleflight.Group
 
 	mu    sync.Mutex
-	links map[versionKey]*remote.Link // GUARDED_BY(mu): one download link per version, shared by handles
+	links map[versionKey]*versionLink // GUARDED_BY(mu): versions with open handles, and their shared link
 }
 
 type versionKey struct{ fileID, versionID string }
+
+// versionLink is the download link of a version while handles are open on
+// it (nil until the first read that misses the cache).
+type versionLink struct {
+	l     *remote.Link
+	opens int
+}
+
+// opened and released count the open handles of a version: its link is
+// kept while any is open, and forgotten with the last.
+func (f *FS) opened(k versionKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.links[k] == nil {
+		f.links[k] = &versionLink{}
+	}
+	f.links[k].opens++
+}
+
+func (f *FS) released(k versionKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v := f.links[k]; v != nil {
+		if v.opens--; v.opens <= 0 {
+			delete(f.links, k)
+		}
+	}
+}
 
 // New builds the filesystem. Nothing is listed before the first access.
 func New(files Files, blobs BlobReader, c *cache.Cache, o Options) *FS {
@@ -99,7 +127,7 @@ func New(files Files, blobs BlobReader, c *cache.Cache, o Options) *FS {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	f := &FS{files: files, blobs: blobs, cache: c, opt: o, log: o.Logger,
-		links: map[versionKey]*remote.Link{}}
+		links: map[versionKey]*versionLink{}}
 	f.notify = newNotifier(f.log)
 	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue})
 	f.root = &dirNode{fsys: f, path: ""}
@@ -156,11 +184,14 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 func (f *FS) Close() { f.notify.stop() }
 
 // link returns the shared download link of a version, getting one from the
-// API the first time (one call per version actually read, none for a file
-// whose blocks are all cached).
+// API the first time (one call per version actually read while open, none
+// for a file whose blocks are all cached).
 func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
 	f.mu.Lock()
-	l := f.links[k]
+	var l *remote.Link
+	if v := f.links[k]; v != nil {
+		l = v.l
+	}
 	f.mu.Unlock()
 	if l != nil {
 		return l, nil
@@ -173,7 +204,9 @@ func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
 		}
 		l := remote.DownloadLink(f.files, d)
 		f.mu.Lock()
-		f.links[k] = l
+		if v := f.links[k]; v != nil { // else the last handle closed meanwhile
+			v.l = l
+		}
 		f.mu.Unlock()
 		return l, nil
 	})

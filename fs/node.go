@@ -132,7 +132,8 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	e := n.e
 	v := cache.Version{FileID: e.File.FileID, VersionID: e.File.VersionID, Size: e.File.Size}
 	src := &versionFetcher{fsys: n.fsys, key: versionKey{v.FileID, v.VersionID}}
-	h := &readHandle{fsys: n.fsys, path: "/" + e.Path, file: n.fsys.cache.File(v, src, cache.FileOptions{
+	n.fsys.opened(src.key)
+	h := &readHandle{fsys: n.fsys, key: src.key, path: "/" + e.Path, file: n.fsys.cache.File(v, src, cache.FileOptions{
 		Readahead: n.fsys.opt.Readahead, Parallelism: n.fsys.opt.Parallelism})}
 	// The inode is this version: its pages stay valid across opens.
 	return h, fuse.FOPEN_KEEP_CACHE, 0
@@ -141,6 +142,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 // readHandle is an open file, pinned to one version.
 type readHandle struct {
 	fsys *FS
+	key  versionKey
 	path string
 	file *cache.File
 
@@ -181,6 +183,7 @@ var _ = (gofs.FileReleaser)((*readHandle)(nil))
 
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 	h.file.Close()
+	h.fsys.released(h.key)
 	return 0
 }
 
