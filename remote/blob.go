@@ -209,7 +209,7 @@ func (b *Blobs) withLinkOpts(ctx context.Context, l *Link, op string, opts *bloc
 		}
 		c, err := blockblob.NewClientWithNoCredential(u, opts)
 		if err != nil {
-			return &BlobError{Op: op, Err: scrubErr(err)}
+			return &BlobError{Op: op, Err: redactErr(err)}
 		}
 		err = blobErr(op, do(c))
 		if err == nil || !errors.Is(err, ErrLinkExpired) || renewals == maxLinkRenewals || ctx.Err() != nil {
@@ -300,7 +300,7 @@ func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64) (n i
 		}
 		n, err = io.ReadFull(wd.reader(resp.Body), p[:want])
 		if err != nil {
-			return bodyError{wd.explain(scrubErr(err))}
+			return bodyError{wd.explain(redactErr(err))}
 		}
 		eof = want < int64(len(p))
 		return nil
@@ -687,13 +687,13 @@ func blobErr(op string, err error) error {
 		return err
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: %w", op, scrubErr(err))
+		return fmt.Errorf("%s: %w", op, redactErr(err))
 	}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
 		return &BlobError{Op: op, Status: re.StatusCode, Code: re.ErrorCode, Err: responseError{re}}
 	}
-	return &BlobError{Op: op, Err: scrubErr(err)}
+	return &BlobError{Op: op, Err: redactErr(err)}
 }
 
 // responseError prints a store's error response briefly: the first line of
@@ -712,33 +712,9 @@ func (e responseError) Error() string {
 			}
 		}
 	}
-	return stripQuery(msg)
+	return Redact(msg)
 }
 
 func (e responseError) Unwrap() error { return e.re }
 
 // urlQuery matches a URL's query string (and fragment).
-var urlQuery = regexp.MustCompile(`(?i)\b(https?://[^\s"'<>?#]*)[?#][^\s"'<>]*`)
-
-// stripQuery removes the query string of every URL in s, and any secret
-// Redact knows of.
-func stripQuery(s string) string {
-	return Redact(urlQuery.ReplaceAllString(s, "$1"))
-}
-
-// scrubbedError keeps the chain of err for errors.Is/As but prints it
-// without query strings (SAS links) or other secrets.
-type scrubbedError struct{ err error }
-
-func (e scrubbedError) Error() string { return stripQuery(e.err.Error()) }
-func (e scrubbedError) Unwrap() error { return e.err }
-
-func scrubErr(err error) error {
-	switch err.(type) {
-	case nil:
-		return nil
-	case scrubbedError:
-		return err
-	}
-	return scrubbedError{err}
-}

@@ -169,7 +169,7 @@ func (l *Link) runRenewal(ctx context.Context, f *renewal) {
 	}
 	l.mu.Lock()
 	if err != nil {
-		f.err = fmt.Errorf("renew link: %w", scrubErr(err))
+		f.err = fmt.Errorf("renew link: %w", redactErr(err))
 	} else {
 		l.install(u)
 		l.renewals++
@@ -192,5 +192,5 @@ func (l *Link) Renewals() int64 {
 func (l *Link) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return stripQuery(l.url)
+	return Redact(l.url)
 }

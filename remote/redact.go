@@ -9,12 +9,16 @@ import (
 // in link query strings and tokens in Authorization headers. Every error that
 // may carry a link's text passes through redactErr.
 
-var secretPattern = regexp.MustCompile(`(?i)(sig=|access_token=|refresh_token=|client_secret=|code=|bearer\s+)[^&\s"']+`)
+var (
+	urlQuery      = regexp.MustCompile(`(?i)\b(https?://[^\s"'<>?#]*)[?#][^\s"'<>]*`)
+	secretPattern = regexp.MustCompile(`(?i)(sig=|access_token=|refresh_token=|client_secret=|code=|bearer\s+)[^&\s"']+`)
+)
 
-// Redact replaces the secret parts of s (SAS signatures, tokens) with
-// "REDACTED".
+// Redact drops the query string of every URL in s (where SAS signatures
+// travel) and replaces any other secret it recognises (tokens, a stray
+// sig= parameter) with "REDACTED".
 func Redact(s string) string {
-	return secretPattern.ReplaceAllString(s, "${1}REDACTED")
+	return secretPattern.ReplaceAllString(urlQuery.ReplaceAllString(s, "$1"), "${1}REDACTED")
 }
 
 // redactedError keeps the chain of err for errors.Is/As but prints it
