@@ -328,14 +328,28 @@ type block struct {
 //
 // LOCKS_EXCLUDED(c.mu, c.storeMu)
 func (c *Cache) readBlock(ctx context.Context, b block, dst []byte, off int64) error {
+	_, err := c.fetchOrGet(ctx, b, dst, off)
+	return err
+}
+
+// fetchOrGet is readBlock that can hand out the block whole: with a nil dst it
+// returns the whole block, either the fetch's own buffer (never written
+// again once fetched, so no copy is made) or a fresh copy from the store.
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) fetchOrGet(ctx context.Context, b block, dst []byte, off int64) ([]byte, error) {
+	whole := dst == nil
+	if whole {
+		off = 0
+	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			return ErrClosed
+			return nil, ErrClosed
 		}
 		if el, ok := c.index[string(b.key)]; ok {
 			c.lru.MoveToFront(el)
@@ -344,10 +358,13 @@ func (c *Cache) readBlock(ctx context.Context, b block, dst []byte, off int64) e
 				e.size = b.len
 			}
 			c.mu.Unlock()
+			if whole {
+				dst = make([]byte, b.len)
+			}
 			err := c.get(b.key, b.len, dst, off)
 			if err == nil {
 				c.stats.hits.Add(1)
-				return nil
+				return dst, nil
 			}
 			c.forget(b.key, el, err)
 			continue // fetch it
@@ -364,18 +381,21 @@ func (c *Cache) readBlock(ctx context.Context, b block, dst []byte, off int64) e
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		if fl.err != nil {
-			return fl.err
+			return nil, fl.err
 		}
 		if int64(len(fl.data)) != b.len {
 			// Two Files of one version disagree on its size.
-			return fmt.Errorf("block %d of %s@%s: fetched %d bytes for a reader expecting %d (inconsistent version size)",
+			return nil, fmt.Errorf("block %d of %s@%s: fetched %d bytes for a reader expecting %d (inconsistent version size)",
 				b.idx, b.v.FileID, b.v.VersionID, len(fl.data), b.len)
 		}
+		if whole {
+			return fl.data, nil
+		}
 		copy(dst, fl.data[off:])
-		return nil
+		return dst, nil
 	}
 }
 

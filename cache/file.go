@@ -207,8 +207,8 @@ func (f *File) readOne(ctx context.Context, b block, dst []byte, off int64) erro
 	if int64(len(dst)) == b.len {
 		return f.c.readBlock(ctx, b, dst, off) // the whole block: no need to buffer
 	}
-	whole := make([]byte, b.len)
-	if err := f.c.readBlock(ctx, b, whole, 0); err != nil {
+	whole, err := f.c.fetchOrGet(ctx, b, nil, 0)
+	if err != nil {
 		return err
 	}
 	copy(dst, whole[off:])
