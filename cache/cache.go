@@ -81,6 +81,9 @@ type Cache struct {
 	// kick wakes maintenance early (buffered, one pending wake-up).
 	kick chan struct{}
 
+	// nextID is the last journal id handed out.
+	nextID atomic.Uint64
+
 	stats    counters
 	degraded atomic.Bool // the store is failing; set on a failure, cleared on the next success
 
@@ -94,6 +97,9 @@ type Cache struct {
 	storeMu sync.Mutex
 	// reclaimMu serialises reclaim (maintenance, and tests calling it).
 	reclaimMu sync.Mutex
+	// dirtyGate keeps dirty writes out of compaction's way (Badger refuses
+	// writes during DropPrefix): writes hold it shared, compact exclusive.
+	dirtyGate sync.RWMutex
 
 	mu     sync.Mutex
 	closed bool // GUARDED_BY(mu)
@@ -189,7 +195,11 @@ func Open(o Options) (*Cache, error) {
 		inflight:   make(map[string]*fetch),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	if err := c.rebuild(); err != nil {
+	err = c.initJournal()
+	if err == nil {
+		err = c.rebuild()
+	}
+	if err != nil {
 		c.cancel()
 		db.Close()
 		return nil, fmt.Errorf("open block cache in %q: %w", o.Dir, err)

@@ -352,6 +352,8 @@ func (c *Cache) reclaim() error {
 func (c *Cache) compact() error {
 	c.storeMu.Lock()
 	defer c.storeMu.Unlock()
+	c.dirtyGate.Lock()
+	defer c.dirtyGate.Unlock()
 	if err := c.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) }); err != nil {
 		return fmt.Errorf("write flush marker: %w", err)
 	}
