@@ -38,6 +38,7 @@ type Record struct {
 	ID          uint64 `json:"-"`
 	Path        string `json:"path"`                   // workspace path, no leading slash
 	FileID      string `json:"file_id,omitempty"`      // the remote file this becomes a version of; "" for a new file
+	BaseFileID  string `json:"base_file_id,omitempty"` // the file whose version the unwritten bytes come from
 	BaseVersion string `json:"base_version,omitempty"` // the version the unwritten bytes come from; "" for none
 	BaseSize    int64  `json:"base_size"`
 	// BaseLimit is where the base stops showing through: truncations
@@ -48,10 +49,10 @@ type Record struct {
 	// Gen counts changes of the content: every write and truncate.
 	Gen uint64 `json:"gen"`
 
-	Local       bool    `json:"local,omitempty"`        // never uploaded (transient side files)
-	Pending     bool    `json:"pending,omitempty"`      // closed, waiting for its upload
-	DeleteAfter string  `json:"delete_after,omitempty"` // file id to delete once this content is committed
-	Upload      *Upload `json:"upload,omitempty"`
+	Local       bool     `json:"local,omitempty"`        // never uploaded (transient side files)
+	Pending     bool     `json:"pending,omitempty"`      // closed, waiting for its upload
+	DeleteAfter []string `json:"delete_after,omitempty"` // file ids to delete once this content is committed
+	Upload      *Upload  `json:"upload,omitempty"`
 }
 
 // Upload is an upload in progress: the version it makes and the blocks it
@@ -165,6 +166,7 @@ func (d *Dirty) Record() Record {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	r := d.rec
+	r.DeleteAfter = append([]string(nil), r.DeleteAfter...)
 	if r.Upload != nil {
 		u := *r.Upload
 		u.Staged = append([]int64(nil), u.Staged...)

@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -43,6 +42,7 @@ import (
 type Files interface {
 	Lister
 	remote.FileGetter
+	FileWriter
 }
 
 // BlobReader reads ranges of a blob through a self-renewing link:
@@ -60,13 +60,19 @@ type Options struct {
 	Logger   *slog.Logger
 	// Readahead and Parallelism tune each open file's block reader.
 	Readahead, Parallelism int
+	// WriteBack says whether close waits for the upload (sync, the
+	// default) or only for the journal (async).
+	WriteBack WriteBack
+	// LocalOnly are base-name patterns of transient files that are never
+	// uploaded; nil means DefaultLocalOnly.
+	LocalOnly []string
 }
 
 // FS is a mountable workspace.
 type FS struct {
 	ws     *Workspace
 	files  Files
-	blobs  BlobReader
+	blobs  BlobStore
 	cache  *cache.Cache
 	opt    Options
 	log    *slog.Logger
@@ -77,6 +83,13 @@ type FS struct {
 
 	mu    sync.Mutex
 	links map[versionKey]*versionLink // GUARDED_BY(mu): versions with open handles, and their shared link
+
+	up *uploader
+	// wmu guards the fields of every Local (writes.go) and the role probe.
+	// LOCK ORDERING: Local.mu, then wmu, then Workspace.mu.
+	wmu        sync.Mutex
+	canWrite   int       // GUARDED_BY(wmu): 1 may write, -1 may not, 0 unknown
+	canWriteAt time.Time // GUARDED_BY(wmu)
 }
 
 type versionKey struct{ fileID, versionID string }
@@ -110,7 +123,7 @@ func (f *FS) released(k versionKey) {
 }
 
 // New builds the filesystem. Nothing is listed before the first access.
-func New(files Files, blobs BlobReader, c *cache.Cache, o Options) *FS {
+func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 	if o.TTL <= 0 {
 		o.TTL = 30 * time.Second
 	}
@@ -126,13 +139,28 @@ func New(files Files, blobs BlobReader, c *cache.Cache, o Options) *FS {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.LocalOnly == nil {
+		o.LocalOnly = DefaultLocalOnly
+	}
 	f := &FS{files: files, blobs: blobs, cache: c, opt: o, log: o.Logger,
 		links: map[versionKey]*versionLink{}}
 	f.notify = newNotifier(f.log)
 	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue})
-	f.root = &dirNode{fsys: f, path: ""}
+	f.root = &dirNode{fsys: f}
 	f.notify.root = &f.root.Inode
+	f.up = newUploader(f)
 	return f
+}
+
+// Start loads what the journal holds from an earlier run (local folders,
+// transient files, unfinished uploads) and starts the uploader. Mount
+// calls it; tests of the model without a mount may too.
+func (f *FS) Start() error {
+	if err := f.recover(); err != nil {
+		return fmt.Errorf("load the upload journal: %w", err)
+	}
+	f.up.start()
+	return nil
 }
 
 // Workspace is the model under the mount.
@@ -172,6 +200,9 @@ func (f *FS) MountOptions(allowOther bool) *gofs.Options {
 // Mount mounts f at dir and starts serving; the caller waits on the
 // returned server and unmounts it.
 func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
+	if err := f.Start(); err != nil {
+		return nil, err
+	}
 	srv, err := gofs.Mount(dir, f.Root(), f.MountOptions(allowOther))
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
@@ -180,8 +211,12 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 	return srv, nil
 }
 
-// Close stops the notification worker.
-func (f *FS) Close() { f.notify.stop() }
+// Close stops the notification worker and the uploader (call Shutdown
+// first to finish uploads).
+func (f *FS) Close() {
+	f.notify.stop()
+	f.up.stop()
+}
 
 // link returns the shared download link of a version, getting one from the
 // API the first time (one call per version actually read while open, none
@@ -214,28 +249,4 @@ func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
 		return nil, err
 	}
 	return v.(*remote.Link), nil
-}
-
-// attr fills a FUSE attribute from a snapshot entry.
-func (f *FS) attr(e *Entry, a *fuse.Attr) {
-	a.Ino = e.Ino
-	a.Uid, a.Gid = f.opt.UID, f.opt.GID
-	if e.Dir {
-		a.Mode = syscall.S_IFDIR | (0o777 &^ f.opt.Umask)
-		a.Nlink = 2
-	} else {
-		a.Mode = syscall.S_IFREG | (0o666 &^ f.opt.Umask)
-		a.Nlink = 1
-		a.Size = uint64(e.File.Size)
-		a.Blocks = (a.Size + 511) / 512
-	}
-	if f.opt.ReadOnly {
-		a.Mode &^= 0o222
-	}
-	a.Blksize = uint32(f.cache.BlockSize())
-	t := e.ModTime
-	if t.IsZero() {
-		t = time.Unix(0, 0)
-	}
-	a.SetTimes(&t, &t, &t)
 }

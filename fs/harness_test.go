@@ -45,13 +45,22 @@ type mountConfig struct {
 	ttl      time.Duration
 	cacheDir string // "" = a fresh one
 	readOnly bool
+	async    bool   // --write-back=async
+	token    string // "" = the editor's
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
+	return newClientAs(t, emu, "")
+}
+
+func newClientAs(t testing.TB, emu *emulator.Server, token string) *remote.Client {
 	t.Helper()
 	info := emu.Info()
+	if token == "" {
+		token = info.Token
+	}
 	c, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
-		Tokens: remote.StaticToken(info.Token)})
+		Tokens: remote.StaticToken(token)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +75,7 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 	if cfg.cacheDir == "" {
 		cfg.cacheDir = t.TempDir()
 	}
-	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClient(t, emu),
+	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClientAs(t, emu, cfg.token),
 		Blobs: remote.NewBlobs(remote.BlobConfig{}), Logs: &lockedWriter{w: &bytes.Buffer{}}}
 	logs := m.Logs
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -75,7 +84,11 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 		t.Fatal(err)
 	}
 	m.Cache = c
-	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log})
+	wb := evofs.WriteBackSync
+	if cfg.async {
+		wb = evofs.WriteBackAsync
+	}
+	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log, WriteBack: wb})
 	srv, err := evofs.Mount(m.Dir, m.FS, false)
 	if err != nil {
 		c.Close()
@@ -91,6 +104,9 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 			}
 			srv.Wait()
 			dog.Stop()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			m.FS.Shutdown(ctx)
+			cancel()
 			m.FS.Close()
 			if err := c.Close(); err != nil {
 				t.Errorf("close cache: %v", err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -14,78 +15,103 @@ import (
 	"github.com/evofs/evofs/remote"
 )
 
-// dirNode is a folder of the workspace, identified by its path.
+// dirNode is a folder of the workspace. Its path is where go-fuse's tree
+// has it now (renames move it).
 type dirNode struct {
 	gofs.Inode
 	fsys *FS
-	path string
 }
 
-// fileNode is one version of a file of the workspace (its inode number
-// derives from file id and version id).
+// fileNode is a file: one remote version (its inode number derives from
+// file id and version id), or content born or written here (l).
 type fileNode struct {
 	gofs.Inode
 	fsys *FS
-	e    *Entry // immutable: the version this inode is
+
+	mu    sync.Mutex
+	e     *Entry // GUARDED_BY(mu): the version this inode was made for (nil: born here)
+	l     *Local // GUARDED_BY(mu): local content, once written
+	opens int    // GUARDED_BY(mu)
 }
 
-// child makes (or finds) the node of a snapshot entry.
-func (f *FS) child(ctx context.Context, parent *gofs.Inode, e *Entry) *gofs.Inode {
+func (n *dirNode) path() string { return n.Path(nil) }
+
+// child makes (or finds) the node of an item.
+func (f *FS) child(ctx context.Context, parent *gofs.Inode, it Item) *gofs.Inode {
+	if ch := parent.GetChild(it.Name); ch != nil {
+		// A folder keeps its node (and number) while it is there: a
+		// rename moved it with everything under it.
+		if _, isDir := ch.Operations().(*dirNode); isDir && it.Dir {
+			return ch
+		}
+	}
 	var ops gofs.InodeEmbedder
 	mode := uint32(syscall.S_IFREG)
-	if e.Dir {
-		ops, mode = &dirNode{fsys: f, path: e.Path}, syscall.S_IFDIR
-	} else {
-		ops = &fileNode{fsys: f, e: e}
+	switch {
+	case it.Dir:
+		ops, mode = &dirNode{fsys: f}, syscall.S_IFDIR
+	case it.Local != nil:
+		ops = &fileNode{fsys: f, l: it.Local}
+	default:
+		ops = &fileNode{fsys: f, e: it.Entry}
 	}
 	// NewInode returns the existing inode for the same number, if any.
-	return parent.NewInode(ctx, ops, gofs.StableAttr{Mode: mode, Ino: e.Ino})
+	return parent.NewInode(ctx, ops, gofs.StableAttr{Mode: mode, Ino: it.Ino})
 }
 
-func (n *dirNode) entry(ctx context.Context) (*Entry, syscall.Errno) {
-	s, err := n.fsys.ws.Snapshot(ctx)
+// stat resolves this folder (ENOENT when it is gone).
+func (n *dirNode) stat(ctx context.Context) (Item, syscall.Errno) {
+	it, ok, err := n.fsys.ws.Stat(ctx, n.path())
 	if err != nil {
-		return nil, errno(n.fsys.log, "list", "/"+n.path, err)
+		return Item{}, errno(n.fsys.log, "list", "/"+n.path(), err)
 	}
-	e := s.Lookup(n.path)
-	if e == nil || !e.Dir {
-		return nil, syscall.ENOENT
+	if !ok || !it.Dir {
+		return Item{}, syscall.ENOENT
 	}
-	return e, 0
+	return it, 0
 }
+
+func (n *dirNode) childPath(name string) string { return joinPath(n.path(), name) }
 
 var _ = (gofs.NodeLookuper)((*dirNode)(nil))
 
-// Lookup answers from the snapshot: a name that is not there costs no API
-// call.
+// Lookup answers from the snapshot and the overlay: a name that is in
+// neither costs no API call.
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d, eno := n.entry(ctx)
-	if eno != 0 {
-		return nil, eno
+	it, ok, err := n.fsys.ws.Stat(ctx, n.childPath(name))
+	if err != nil {
+		return nil, errno(n.fsys.log, "lookup", "/"+n.childPath(name), err)
 	}
-	e := d.Child(name)
-	if e == nil {
+	if !ok {
 		return nil, syscall.ENOENT
 	}
-	n.fsys.attr(e, &out.Attr)
-	return n.fsys.child(ctx, &n.Inode, e), 0
+	ch := n.fsys.child(ctx, &n.Inode, it)
+	n.fsys.nodeAttr(ch, it, &out.Attr)
+	return ch, 0
 }
 
 var _ = (gofs.NodeReaddirer)((*dirNode)(nil))
 
 // Readdir lists the folder sorted by name, inode numbers as in Lookup.
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	d, eno := n.entry(ctx)
-	if eno != 0 {
-		return nil, eno
+	items, ok, err := n.fsys.ws.List(ctx, n.path())
+	if err != nil {
+		return nil, errno(n.fsys.log, "list", "/"+n.path(), err)
 	}
-	out := make([]fuse.DirEntry, 0, len(d.Children))
-	for _, c := range d.Children {
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	out := make([]fuse.DirEntry, 0, len(items))
+	for _, c := range items {
 		mode := uint32(syscall.S_IFREG)
+		ino := c.Ino
 		if c.Dir {
 			mode = syscall.S_IFDIR
+			if ch := n.GetChild(c.Name); ch != nil && ch.IsDir() {
+				ino = ch.StableAttr().Ino
+			}
 		}
-		out = append(out, fuse.DirEntry{Name: c.Name, Ino: c.Ino, Mode: mode})
+		out = append(out, fuse.DirEntry{Name: c.Name, Ino: ino, Mode: mode})
 	}
 	return gofs.NewListDirStream(out), 0
 }
@@ -93,12 +119,23 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 var _ = (gofs.NodeGetattrer)((*dirNode)(nil))
 
 func (n *dirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	d, eno := n.entry(ctx)
+	it, eno := n.stat(ctx)
 	if eno != 0 {
 		return eno
 	}
-	n.fsys.attr(d, &out.Attr)
+	n.fsys.nodeAttr(&n.Inode, it, &out.Attr)
 	return 0
+}
+
+var _ = (gofs.NodeSetattrer)((*dirNode)(nil))
+
+// Setattr of a folder: modes, owners and times are accepted and ignored
+// (the service stores none of them).
+func (n *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	return n.Getattr(ctx, nil, out)
 }
 
 var _ = (gofs.NodeStatfser)((*dirNode)(nil))
@@ -115,45 +152,191 @@ func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	return 0
 }
 
+// StatusXattr is the extended attribute of the mount's root that holds
+// `evofs status` (JSON: the write-back mode and pending uploads).
+const StatusXattr = "user.evofs.status"
+
+var _ = (gofs.NodeGetxattrer)((*dirNode)(nil))
+
+func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if !n.IsRoot() || attr != StatusXattr {
+		return 0, syscall.ENODATA
+	}
+	b := n.fsys.statusJSON()
+	if len(dest) == 0 {
+		return uint32(len(b)), 0
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+// current is what the file is now: local content, or a remote version.
+func (n *fileNode) current() (*Local, *Entry) {
+	n.mu.Lock()
+	l, e := n.l, n.e
+	n.mu.Unlock()
+	if l == nil {
+		return nil, e
+	}
+	n.fsys.wmu.Lock()
+	defer n.fsys.wmu.Unlock()
+	if l.live() {
+		return l, nil
+	}
+	if l.committed != nil {
+		return nil, l.committed
+	}
+	return nil, e
+}
+
 var _ = (gofs.NodeGetattrer)((*fileNode)(nil))
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.fsys.attr(n.e, &out.Attr)
+	l, e := n.current()
+	n.fsys.nodeAttr(&n.Inode, Item{Entry: e, Local: l}, &out.Attr)
 	return 0
+}
+
+// nodeAttr fills a FUSE attribute for an item shown by node ch.
+func (f *FS) nodeAttr(ch *gofs.Inode, it Item, a *fuse.Attr) {
+	a.Ino = ch.StableAttr().Ino
+	a.Uid, a.Gid = f.opt.UID, f.opt.GID
+	a.Blksize = uint32(f.cache.BlockSize())
+	var t time.Time
+	switch {
+	case it.Dir:
+		a.Mode = syscall.S_IFDIR | (0o777 &^ f.opt.Umask)
+		a.Nlink = 2
+		if e := f.ws.Current(); e != nil {
+			if d := e.Lookup(ch.Path(nil)); d != nil {
+				t = d.ModTime
+			}
+		}
+	case it.Local != nil:
+		a.Mode = syscall.S_IFREG | (0o666 &^ f.opt.Umask)
+		a.Nlink = 1
+		f.wmu.Lock()
+		if it.Local.live() {
+			a.Size = uint64(it.Local.d.Size())
+		}
+		t = it.Local.mtime
+		f.wmu.Unlock()
+	case it.Entry != nil:
+		a.Mode = syscall.S_IFREG | (0o666 &^ f.opt.Umask)
+		a.Nlink = 1
+		a.Size = uint64(it.Entry.File.Size)
+		t = it.Entry.ModTime
+	}
+	a.Blocks = (a.Size + 511) / 512
+	if f.opt.ReadOnly {
+		a.Mode &^= 0o222
+	}
+	if t.IsZero() {
+		t = time.Unix(0, 0)
+	}
+	a.SetTimes(&t, &t, &t)
+}
+
+// localFor returns the node's local content, starting it (over the
+// node's version) on the first change.
+func (n *fileNode) localFor(ctx context.Context) (*Local, error) {
+	if l, _ := n.current(); l != nil {
+		return l, nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.l != nil {
+		n.fsys.wmu.Lock()
+		live := n.l.live()
+		n.fsys.wmu.Unlock()
+		if live {
+			return n.l, nil
+		}
+	}
+	base := n.e
+	if n.l != nil {
+		n.fsys.wmu.Lock()
+		if n.l.committed != nil {
+			base = n.l.committed
+		}
+		n.fsys.wmu.Unlock()
+	}
+	l, err := n.fsys.newLocal(n.Path(nil), base, n.StableAttr().Ino)
+	if err != nil {
+		return nil, err
+	}
+	n.fsys.wmu.Lock()
+	l.opens = n.opens
+	n.fsys.wmu.Unlock()
+	n.l = l
+	return l, nil
 }
 
 var _ = (gofs.NodeOpener)((*fileNode)(nil))
 
-// Open pins the handle to the file's current version.
+// Open pins a handle's reads of a remote version to the version current
+// at open; once the file has local content, every handle reads that.
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
-		return nil, 0, syscall.EROFS
+	write := flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0
+	p := n.Path(nil)
+	if write {
+		if err := n.fsys.writableFor(ctx, p); err != nil {
+			return nil, 0, errno(n.fsys.log, "open for writing", "/"+p, err)
+		}
 	}
-	e := n.e
+	h := &fileHandle{n: n, append: flags&syscall.O_APPEND != 0}
+	l, e := n.current()
+	if l == nil && e != nil {
+		h.openVersion(e)
+	}
+	n.mu.Lock()
+	n.opens++
+	if n.l != nil {
+		n.fsys.localOpened(n.l)
+		h.counted = n.l
+	}
+	n.mu.Unlock()
+	if flags&syscall.O_TRUNC != 0 {
+		if eno := h.truncate(ctx, 0); eno != 0 {
+			h.Release(ctx)
+			return nil, 0, eno
+		}
+	}
+	if l == nil && e != nil && !write {
+		// The inode is this version: its pages stay valid across opens.
+		return h, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	return h, 0, 0
+}
+
+// fileHandle is an open file.
+type fileHandle struct {
+	n      *fileNode
+	append bool
+
+	ver    *cache.File // reads of the remote version current at open (nil: local at open)
+	verKey versionKey
+
+	mu      sync.Mutex
+	counted *Local          // GUARDED_BY(mu): the Local whose opens count this handle
+	logged  map[string]bool // GUARDED_BY(mu): errors already logged (the kernel retries a failed page read)
+}
+
+func (h *fileHandle) openVersion(e *Entry) {
+	f := h.n.fsys
 	v := cache.Version{FileID: e.File.FileID, VersionID: e.File.VersionID, Size: e.File.Size}
-	src := &versionFetcher{fsys: n.fsys, key: versionKey{v.FileID, v.VersionID}}
-	n.fsys.opened(src.key)
-	h := &readHandle{fsys: n.fsys, key: src.key, path: "/" + e.Path, file: n.fsys.cache.File(v, src, cache.FileOptions{
-		Readahead: n.fsys.opt.Readahead, Parallelism: n.fsys.opt.Parallelism})}
-	// The inode is this version: its pages stay valid across opens.
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	h.verKey = versionKey{v.FileID, v.VersionID}
+	f.opened(h.verKey)
+	h.ver = f.cache.File(v, &versionFetcher{fsys: f, key: h.verKey}, cache.FileOptions{
+		Readahead: f.opt.Readahead, Parallelism: f.opt.Parallelism})
 }
 
-// readHandle is an open file, pinned to one version.
-type readHandle struct {
-	fsys *FS
-	key  versionKey
-	path string
-	file *cache.File
-
-	mu     sync.Mutex
-	logged map[string]bool // GUARDED_BY(mu): errors already logged for this handle (the kernel retries a failed page read)
-}
-
-// fail maps a read error to its errno, logging it the first time this
-// handle meets it.
-func (h *readHandle) fail(err error) syscall.Errno {
-	key := remote.ErrorCode(err) + "/" + toErrno(err).Error()
+// fail maps an error to its errno, logging it the first time this handle
+// meets it.
+func (h *fileHandle) fail(op string, err error) syscall.Errno {
+	key := op + "/" + remote.ErrorCode(err) + "/" + toErrno(err).Error()
 	h.mu.Lock()
 	first := !h.logged[key]
 	if first {
@@ -166,24 +349,202 @@ func (h *readHandle) fail(err error) syscall.Errno {
 	if !first {
 		return toErrno(err)
 	}
-	return errno(h.fsys.log, "read", h.path, err)
+	return errno(h.n.fsys.log, op, "/"+h.n.Path(nil), err)
 }
 
-var _ = (gofs.FileReader)((*readHandle)(nil))
+// local returns the node's local content for a change, counting this
+// handle among its opens.
+func (h *fileHandle) local(ctx context.Context) (*Local, error) {
+	l, err := h.n.localFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.counted != l {
+		// localFor counted every handle of the node, this one included.
+		h.counted = l
+	}
+	return l, nil
+}
 
-func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.file.ReadAt(ctx, dest, off)
+var _ = (gofs.FileReader)((*fileHandle)(nil))
+
+func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	var n int
+	var err error
+	if l, _ := h.n.current(); l != nil {
+		n, err = l.d.ReadAt(ctx, dest, off)
+	} else if h.ver != nil {
+		n, err = h.ver.ReadAt(ctx, dest, off)
+	} else {
+		err = io.EOF
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.fail(err)
+		return nil, h.fail("read", err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-var _ = (gofs.FileReleaser)((*readHandle)(nil))
+var _ = (gofs.FileWriter)((*fileHandle)(nil))
 
-func (h *readHandle) Release(ctx context.Context) syscall.Errno {
-	h.file.Close()
-	h.fsys.released(h.key)
+// Write puts the bytes in the cache (not in memory) before it returns.
+func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	l, err := h.local(ctx)
+	if err != nil {
+		return 0, h.fail("write", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := h.n.fsys
+	f.wmu.Lock()
+	d := l.d
+	f.wmu.Unlock()
+	if d == nil {
+		return 0, syscall.EIO
+	}
+	if h.append {
+		off = d.Size()
+	}
+	n, err := d.WriteAt(ctx, data, off)
+	f.wmu.Lock()
+	l.mtime = time.Now()
+	f.wmu.Unlock()
+	if err != nil {
+		return uint32(n), h.fail("write", err)
+	}
+	return uint32(n), 0
+}
+
+// truncate sets the length of the local content.
+func (h *fileHandle) truncate(ctx context.Context, size int64) syscall.Errno {
+	return h.n.truncate(ctx, size, h)
+}
+
+func (n *fileNode) truncate(ctx context.Context, size int64, h *fileHandle) syscall.Errno {
+	var l *Local
+	var err error
+	if h != nil {
+		l, err = h.local(ctx)
+	} else {
+		l, err = n.localFor(ctx)
+	}
+	if err == nil {
+		l.mu.Lock()
+		n.fsys.wmu.Lock()
+		d := l.d
+		l.mtime = time.Now()
+		n.fsys.wmu.Unlock()
+		if d == nil {
+			err = syscall.EIO
+		} else {
+			err = d.Truncate(ctx, size)
+		}
+		l.mu.Unlock()
+	}
+	if err != nil {
+		return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
+	}
+	return 0
+}
+
+var _ = (gofs.NodeSetattrer)((*fileNode)(nil))
+
+// Setattr changes the size; modes, owners and times are accepted and
+// ignored (the service stores none of them).
+func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	if size, ok := in.GetSize(); ok {
+		if err := n.fsys.writableFor(ctx, n.Path(nil)); err != nil {
+			return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
+		}
+		h, _ := fh.(*fileHandle)
+		if eno := n.truncate(ctx, int64(size), h); eno != 0 {
+			return eno
+		}
+		if h == nil {
+			// truncate(2) of a path: no close follows, so it saves now.
+			if eno := n.saveUnopened(ctx); eno != 0 {
+				return eno
+			}
+		}
+	}
+	if mtime, ok := in.GetMTime(); ok {
+		if l, _ := n.current(); l != nil {
+			n.fsys.wmu.Lock()
+			l.mtime = mtime
+			n.fsys.wmu.Unlock()
+		}
+	}
+	return n.Getattr(ctx, fh, out)
+}
+
+// saveUnopened saves a change made without a handle (truncate of a path)
+// as close would, when no handle is open to do it later.
+func (n *fileNode) saveUnopened(ctx context.Context) syscall.Errno {
+	l, _ := n.current()
+	if l == nil {
+		return 0
+	}
+	n.fsys.wmu.Lock()
+	open := l.opens > 0
+	n.fsys.wmu.Unlock()
+	if open {
+		return 0
+	}
+	if err := n.fsys.Flush(ctx, l); err != nil {
+		return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
+	}
+	n.fsys.localOpened(l)
+	n.fsys.localClosed(l)
+	return 0
+}
+
+var _ = (gofs.FileFlusher)((*fileHandle)(nil))
+
+// Flush is close(2): see FS.Flush.
+func (h *fileHandle) Flush(ctx context.Context) syscall.Errno {
+	l, _ := h.n.current()
+	if l == nil {
+		return 0
+	}
+	if err := h.n.fsys.Flush(ctx, l); err != nil {
+		return h.fail("close", err)
+	}
+	return 0
+}
+
+var _ = (gofs.FileFsyncer)((*fileHandle)(nil))
+
+// Fsync uploads (sync mode) or journals durably (async mode), as close.
+func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	l, _ := h.n.current()
+	if l == nil {
+		return 0
+	}
+	if err := h.n.fsys.Flush(ctx, l); err != nil {
+		return h.fail("fsync", err)
+	}
+	return 0
+}
+
+var _ = (gofs.FileReleaser)((*fileHandle)(nil))
+
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	f := h.n.fsys
+	if h.ver != nil {
+		h.ver.Close()
+		f.released(h.verKey)
+	}
+	h.n.mu.Lock()
+	h.n.opens--
+	l := h.n.l
+	h.n.mu.Unlock()
+	if l != nil {
+		f.localClosed(l)
+	}
 	return 0
 }
 

@@ -90,6 +90,7 @@ type Workspace struct {
 
 	mu   sync.Mutex
 	snap *Snapshot // GUARDED_BY(mu)
+	ov   overlay   // GUARDED_BY(mu): local changes over the snapshot (overlay.go)
 }
 
 // WorkspaceOptions configures NewWorkspace.
@@ -111,7 +112,7 @@ func NewWorkspace(lister Lister, o WorkspaceOptions) *Workspace {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Workspace{lister: lister, ttl: o.TTL, now: o.Now, log: o.Logger, onChange: o.OnChange}
+	return &Workspace{lister: lister, ttl: o.TTL, now: o.Now, log: o.Logger, onChange: o.OnChange, ov: newOverlay()}
 }
 
 // Snapshot returns a snapshot younger than the TTL, sweeping the listing if
@@ -168,6 +169,9 @@ func (w *Workspace) Invalidate() {
 
 func (w *Workspace) refresh(ctx context.Context) (*Snapshot, error) {
 	taken := w.now()
+	w.mu.Lock()
+	seq := w.ov.seq // changes completed before the listing starts are in it
+	w.mu.Unlock()
 	files, err := w.lister.ListAll(ctx, remote.ListOptions{})
 	if err != nil {
 		w.log.Error("list workspace failed", "code", remote.ErrorCode(err), "err", err)
@@ -177,6 +181,7 @@ func (w *Workspace) refresh(ctx context.Context) (*Snapshot, error) {
 	w.mu.Lock()
 	prev := w.snap
 	w.snap = next
+	w.ov.expire(seq)
 	w.mu.Unlock()
 	if prev != nil && w.onChange != nil {
 		if c := diff(prev, next); !c.empty() {

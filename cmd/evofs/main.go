@@ -26,7 +26,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(mountCommand())
+	root.AddCommand(mountCommand(), statusCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "evofs:", err)
 		pprof.StopCPUProfile()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,6 +32,9 @@ type mountFlags struct {
 	uid, gid             int
 	umask                string
 	logLevel             string
+	writeBack            string
+	localOnly            []string
+	unmountWait          time.Duration
 }
 
 func mountCommand() *cobra.Command {
@@ -60,6 +64,9 @@ SIGINT or SIGTERM; then it unmounts cleanly.`,
 	fl.StringVar(&f.umask, "umask", "022", "permission bits to clear from 0666 (files) and 0777 (folders), octal")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users than the mounting one access the mount (needs user_allow_other in /etc/fuse.conf unless root)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.writeBack, "write-back", "sync", "sync: close returns once the new version is committed (an upload failure is an error from close); async: close returns once the data is durably in the cache's journal and uploads run in the background (and resume at the next mount after a crash)")
+	fl.StringSliceVar(&f.localOnly, "local-only", evofs.DefaultLocalOnly, "name patterns (shell globs on the base name) of transient files kept in the cache and never uploaded; repeat or comma-separate, --local-only= for none")
+	fl.DurationVar(&f.unmountWait, "unmount-wait", 10*time.Minute, "in sync mode, how long unmounting waits for pending uploads before leaving them in the journal for the next mount")
 	for _, name := range []string{"hub", "org", "workspace", "token-file", "cache-dir"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -127,6 +134,25 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 	if err != nil || umask > 0o777 {
 		return fmt.Errorf("--umask %q: want an octal number such as 022", f.umask)
 	}
+	var wb evofs.WriteBack
+	switch f.writeBack {
+	case "sync":
+		wb = evofs.WriteBackSync
+	case "async":
+		wb = evofs.WriteBackAsync
+	default:
+		return fmt.Errorf("--write-back %q: want sync or async", f.writeBack)
+	}
+	localOnly := []string{}
+	for _, p := range f.localOnly {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("--local-only %q: %w", p, err)
+		}
+		localOnly = append(localOnly, p)
+	}
 	cacheBytes, err := humanize.ParseBytes(f.cacheSize)
 	if err != nil {
 		return fmt.Errorf("--cache-size %q: %w", f.cacheSize, err)
@@ -162,7 +188,8 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 	}
 	defer blocks.Close()
 	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{}), blocks, evofs.Options{
-		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log})
+		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log,
+		WriteBack: wb, LocalOnly: localOnly})
 	defer fsys.Close()
 	srv, err := evofs.Mount(mountpoint, fsys, f.allowOther)
 	if err != nil {
@@ -187,7 +214,12 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 		}
 	}()
 	srv.Wait()
-	log.Info("unmounted", "mountpoint", mountpoint)
+	// go-fuse does not pass the kernel's DESTROY on: pending uploads are
+	// finished (sync mode) or left journaled (async mode) here.
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), f.unmountWait)
+	left := fsys.Shutdown(shutCtx)
+	cancelShut()
+	log.Info("unmounted", "mountpoint", mountpoint, "uploads_left_in_journal", left)
 	return nil
 }
 

@@ -1,0 +1,789 @@
+package fs
+
+// The write path, FUSE-free: local content in the cache, versions uploaded
+// on close (or in the background), deletes, renames and folders. The nodes
+// in write.go call these; tests can drive them without a mount.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/evofs/evofs/cache"
+	"github.com/evofs/evofs/remote"
+)
+
+// WriteBack says when close returns.
+type WriteBack int
+
+const (
+	// WriteBackSync: close (and fsync) return once the new version is
+	// committed, so an upload failure reaches the application.
+	WriteBackSync WriteBack = iota
+	// WriteBackAsync: close returns once the content is durably in the
+	// journal; uploads run in the background (and after a restart).
+	WriteBackAsync
+)
+
+// DefaultLocalOnly are the names (path.Match patterns on the base name) of
+// transient side files that stay in the cache and are never uploaded: SQLite
+// journals, editor swap and lock files.
+var DefaultLocalOnly = []string{
+	"*-journal", "*-wal", "*-shm", // SQLite
+	".*.swp", ".*.swo", ".*.swx", "4913", // vim (4913: its probe of a writable folder)
+	".~lock.*#", // LibreOffice
+	"~$*",       // Microsoft Office
+}
+
+// FileWriter is what writes need of the File API: remote.Client has it.
+type FileWriter interface {
+	UpsertFileByPath(ctx context.Context, path, versionID string) (*remote.UploadFileResponse, error)
+	UpdateFile(ctx context.Context, fileID, versionID string) (*remote.UploadFileResponse, error)
+	DeleteFile(ctx context.Context, fileID string) error
+}
+
+// BlobStore moves bytes through pre-signed links: remote.Blobs has it.
+type BlobStore interface {
+	BlobReader
+	Upload(ctx context.Context, l *remote.Link, src io.ReaderAt, size int64, o remote.UploadOptions) error
+	Copy(ctx context.Context, dst, src *remote.Link) error
+}
+
+// Local is a file whose content is in the cache: being written, waiting
+// for its upload, or a transient side file.
+type Local struct {
+	ino uint64
+
+	// mu serializes changes of the content with its uploads and renames:
+	// a write waits while the content is being uploaded.
+	mu sync.Mutex
+
+	// GUARDED_BY(FS.wmu)
+	d            *cache.Dirty // nil once finished (committed or discarded, and closed)
+	base         *cache.File  // reader of the base version (nil: none)
+	baseKey      versionKey
+	path         string
+	opens        int
+	removed      bool
+	transient    bool
+	committed    *Entry // the version this content was last committed as
+	committedGen int64  // the content generation committed (or equal to the base); -1: none
+	mtime        time.Time
+	born         time.Time // when the content started here
+	failures     int
+	lastErr      string
+	uploading    bool
+	staged       int64 // bytes staged of the upload in progress
+}
+
+// live reports whether the content is here (not finished).
+//
+// LOCKS_REQUIRED(FS.wmu)
+func (l *Local) live() bool { return l.d != nil }
+
+// localIno numbers a file born here: random, so never a number the kernel
+// still knows from another file.
+func localIno() uint64 { return rand.Uint64() | 1<<63 }
+
+// isLocalOnly reports whether a name is a transient side file.
+func (f *FS) isLocalOnly(name string) bool {
+	for _, pat := range f.opt.LocalOnly {
+		if ok, _ := path.Match(pat, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// checkName refuses a name or path the service would refuse, before
+// anything is created.
+func checkName(p string) error {
+	name := baseName(p)
+	if len(name) > remote.MaxNameBytes || len(p) > remote.MaxPathBytes {
+		return syscall.ENAMETOOLONG
+	}
+	if remote.ValidateName(name) != nil {
+		return syscall.EINVAL
+	}
+	return nil
+}
+
+// writable probes once a minute whether the caller may write: a delete of
+// a file that cannot exist answers 404 to an editor and 403 to a viewer.
+func (f *FS) writable(ctx context.Context) error {
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	f.wmu.Lock()
+	known, at := f.canWrite, f.canWriteAt
+	f.wmu.Unlock()
+	if known != 0 && time.Since(at) < time.Minute {
+		if known < 0 {
+			return syscall.EACCES
+		}
+		return nil
+	}
+	err := f.files.DeleteFile(ctx, "00000000-0000-0000-0000-000000000000")
+	state := 1
+	if errors.Is(err, remote.ErrForbidden) {
+		state = -1
+	} else if err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+		return nil // unknown: let the upload tell
+	}
+	f.wmu.Lock()
+	f.canWrite, f.canWriteAt = state, time.Now()
+	f.wmu.Unlock()
+	if state < 0 {
+		f.log.Warn("write refused: the workspace role only allows reading", "code", remote.ErrorCode(err))
+		return syscall.EACCES
+	}
+	return nil
+}
+
+// baseFile opens a reader of a version for local content over it.
+func (f *FS) baseFile(fileID, versionID string, size int64) (*cache.File, versionKey) {
+	k := versionKey{fileID, versionID}
+	f.opened(k)
+	v := cache.Version{FileID: fileID, VersionID: versionID, Size: size}
+	return f.cache.File(v, &versionFetcher{fsys: f, key: k}, cache.FileOptions{
+		Readahead: f.opt.Readahead, Parallelism: f.opt.Parallelism}), k
+}
+
+// newLocal starts local content at p over base (nil: a new, empty file),
+// journaled before it returns, and puts it in the overlay.
+func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
+	l := &Local{ino: ino, path: p, transient: f.isLocalOnly(baseName(p)), committedGen: -1, mtime: time.Now(), born: time.Now()}
+	rec := cache.Record{Path: p, Local: l.transient}
+	var br cache.BaseReader
+	if base != nil {
+		rec.FileID, rec.BaseFileID = base.File.FileID, base.File.FileID
+		rec.BaseVersion, rec.BaseSize = base.File.VersionID, base.File.Size
+		l.base, l.baseKey = f.baseFile(base.File.FileID, base.File.VersionID, base.File.Size)
+		br = l.base
+		l.committedGen = 0 // the content is the base until written
+		l.mtime = base.ModTime
+	}
+	d, err := f.cache.NewDirty(rec, br)
+	if err != nil {
+		f.releaseBase(l)
+		return nil, err
+	}
+	l.d = d
+	f.ws.addLocal(l)
+	return l, nil
+}
+
+// releaseBase lets go of the base version's reader.
+func (f *FS) releaseBase(l *Local) {
+	if l.base != nil {
+		l.base.Close()
+		f.released(l.baseKey)
+		l.base = nil
+	}
+}
+
+// dirty reports whether content needs an upload.
+//
+// LOCKS_REQUIRED(FS.wmu)
+func (l *Local) dirty() bool {
+	return l.d != nil && !l.removed && !l.transient && int64(l.d.Gen()) != l.committedGen
+}
+
+// Flush is close(2) of a handle that may have written: in sync mode it
+// commits a new version and returns its error; in async mode it makes the
+// content durable in the journal and queues its upload.
+func (f *FS) Flush(ctx context.Context, l *Local) error {
+	f.wmu.Lock()
+	dirty := l.dirty()
+	f.wmu.Unlock()
+	if !dirty {
+		return nil
+	}
+	if f.opt.WriteBack == WriteBackAsync {
+		if err := l.d.Update(func(r *cache.Record) { r.Pending = true }); err != nil {
+			return err
+		}
+		if err := f.cache.Sync(); err != nil {
+			return err
+		}
+		f.up.enqueue(l)
+		return nil
+	}
+	// The upload runs for the content, not for this one caller: an
+	// interrupted close must not leave half a version behind it.
+	err := f.commit(context.WithoutCancel(ctx), l)
+	if err != nil {
+		f.up.retryLater(l, err)
+	}
+	return err
+}
+
+// commit uploads the content as a new version unless it is unchanged.
+// Writes wait meanwhile (they take l.mu).
+func (f *FS) commit(ctx context.Context, l *Local) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f.wmu.Lock()
+	if !l.dirty() {
+		f.wmu.Unlock()
+		return nil
+	}
+	d, p, prev, born := l.d, l.path, l.committed, l.born
+	l.uploading, l.staged = true, 0
+	f.wmu.Unlock()
+	defer func() {
+		f.wmu.Lock()
+		l.uploading = false
+		f.wmu.Unlock()
+	}()
+
+	gen := int64(d.Gen())
+	rec := d.Record()
+	if prev == nil && rec.BaseVersion != "" && rec.FileID == rec.BaseFileID {
+		changed, err := d.Changed(ctx)
+		if err != nil {
+			return fmt.Errorf("compare %s with version %s: %w", p, rec.BaseVersion, err)
+		}
+		if !changed {
+			f.wmu.Lock()
+			l.committedGen = gen
+			f.wmu.Unlock()
+			return d.Update(func(r *cache.Record) { r.Pending = false })
+		}
+	}
+	up, staged, done, err := f.uploadTarget(ctx, d, rec, gen, born)
+	if err != nil {
+		return err
+	}
+	size := d.Size()
+	if !done {
+		link := remote.NewLink(up.Upload, func(ctx context.Context) (string, error) {
+			u, err := f.files.UpdateFile(ctx, up.FileID, up.VersionID)
+			if err != nil {
+				return "", fmt.Errorf("renew upload link: %w", err)
+			}
+			return u.Upload, nil
+		})
+		err = f.blobs.Upload(ctx, link, d.Reader(ctx), size, remote.UploadOptions{
+			Staged: func(off int64) bool { return staged[off] },
+			OnStaged: func(off, n int64) {
+				f.wmu.Lock()
+				l.staged += n
+				f.wmu.Unlock()
+				if err := d.Update(func(r *cache.Record) {
+					if r.Upload != nil {
+						r.Upload.Staged = append(r.Upload.Staged, off)
+					}
+				}); err != nil {
+					f.log.Warn("journal a staged block failed (it will be sent again after a crash)", "path", "/"+p, "err", err)
+				}
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("upload %s as version %s: %w", p, up.VersionID, err)
+		}
+	}
+	e := committedEntry(p, up.FileID, up.VersionID, size)
+	for _, id := range rec.DeleteAfter {
+		if id == up.FileID {
+			continue
+		}
+		if err := f.files.DeleteFile(ctx, id); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+			f.log.Warn("delete the file a rename replaced failed", "path", "/"+p, "file_id", id, "code", remote.ErrorCode(err), "err", err)
+		}
+	}
+	if err := d.Update(func(r *cache.Record) {
+		r.Upload, r.Pending, r.DeleteAfter = nil, false, nil
+	}); err != nil {
+		f.log.Warn("journal a committed upload failed", "path", "/"+p, "err", err)
+	}
+	f.wmu.Lock()
+	l.committed, l.committedGen, l.failures, l.lastErr = e, gen, 0, ""
+	f.wmu.Unlock()
+	f.ws.setPatch(p, e, false)
+	f.landed(p)
+	f.log.Debug("committed", "path", "/"+p, "file_id", up.FileID, "version_id", up.VersionID, "size", size)
+	return nil
+}
+
+// uploadTarget returns the version to upload into: the journal's own when
+// it was started for this content (resumed where it stopped: staged holds
+// the blocks already sent; done when a crash came after its commit), else
+// a new version of the file (or a new file at the path).
+func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record, gen int64, born time.Time) (up *remote.UploadFileResponse, staged map[int64]bool, done bool, err error) {
+	staged = map[int64]bool{}
+	if u := rec.Upload; u != nil && int64(u.Gen) == gen && u.VersionID != "" {
+		up, err = f.files.UpdateFile(ctx, u.FileID, u.VersionID)
+		switch {
+		case errors.Is(err, remote.ErrNoUploadInProgress):
+			return &remote.UploadFileResponse{FileID: u.FileID, VersionID: u.VersionID}, staged, true, nil
+		case err == nil:
+			for _, off := range u.Staged {
+				staged[off] = true
+			}
+			return up, staged, false, nil
+		case !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone):
+			return nil, nil, false, fmt.Errorf("resume upload of %s: %w", rec.Path, err)
+		}
+	}
+	if rec.FileID != "" {
+		f.warnConflict(rec, born)
+		up, err = f.files.UpdateFile(ctx, rec.FileID, "")
+		if errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone) {
+			f.log.Warn("the file was deleted remotely while written here; saving it again at its path", "path", "/"+rec.Path, "file_id", rec.FileID)
+			up, err = nil, nil
+		}
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("new version of %s: %w", rec.Path, err)
+		}
+	}
+	if up == nil {
+		if up, err = f.files.UpsertFileByPath(ctx, rec.Path, ""); err != nil {
+			return nil, nil, false, fmt.Errorf("new version at %s: %w", rec.Path, err)
+		}
+	}
+	err = d.Update(func(r *cache.Record) {
+		r.FileID = up.FileID
+		r.Upload = &cache.Upload{FileID: up.FileID, VersionID: up.VersionID, Gen: uint64(gen)}
+	})
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("journal the upload of %s: %w", rec.Path, err)
+	}
+	return up, staged, false, nil
+}
+
+// warnConflict logs when the remote file got a version since the one this
+// content started from: the upload still goes in (the last writer wins).
+// Only a listing taken after the content started here can show that.
+func (f *FS) warnConflict(rec cache.Record, born time.Time) {
+	s := f.ws.Current()
+	if s == nil || rec.BaseVersion == "" || rec.FileID != rec.BaseFileID || s.Taken.Before(born) {
+		return
+	}
+	if e := s.ByID(rec.FileID); e != nil && e.File.VersionID != rec.BaseVersion {
+		f.log.Warn("conflict: the file changed remotely since it was opened here; this save becomes the latest version",
+			"path", "/"+rec.Path, "base_version", rec.BaseVersion, "remote_version", e.File.VersionID)
+	}
+}
+
+// landed forgets the local marks of a path's folders: a file is in them now.
+func (f *FS) landed(p string) {
+	for d := parentPath(p); d != ""; d = parentPath(d) {
+		for _, m := range f.ws.localDirsUnder(d) {
+			if m == d {
+				f.ws.setDir(d, false)
+				if err := f.cache.SetLocalDir(d, false); err != nil {
+					f.log.Warn("forget local folder failed", "path", "/"+d, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// opened and closed count a Local's handles; the last close of clean (or
+// removed) content finishes it.
+func (f *FS) localOpened(l *Local) {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	l.opens++
+}
+
+func (f *FS) localClosed(l *Local) {
+	f.wmu.Lock()
+	l.opens--
+	last := l.opens <= 0
+	dirty := l.dirty()
+	f.wmu.Unlock()
+	if !last {
+		return
+	}
+	if dirty {
+		f.up.enqueue(l) // a failed or never flushed upload: nothing is dropped
+		return
+	}
+	f.finish(l)
+}
+
+// finish drops the local content of a closed file that is committed,
+// unchanged or removed (transient files stay until removed).
+func (f *FS) finish(l *Local) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f.wmu.Lock()
+	if l.d == nil || l.opens > 0 || l.dirty() || (l.transient && !l.removed) || l.uploading {
+		f.wmu.Unlock()
+		return
+	}
+	d := l.d
+	l.d = nil
+	p, removed := l.path, l.removed
+	f.releaseBase(l)
+	f.wmu.Unlock()
+	if !removed {
+		f.ws.mu.Lock()
+		if f.ws.ov.locals[p] == l {
+			delete(f.ws.ov.locals, p)
+		}
+		f.ws.mu.Unlock()
+	}
+	if err := d.Remove(); err != nil {
+		f.log.Warn("drop local content failed", "path", "/"+p, "err", err)
+	}
+}
+
+// Remove unlinks the file at p: its remote file is deleted, its local
+// content dropped (at the last close if it is open). The folder stays
+// (as a local folder until a file lands in it or it is removed).
+func (f *FS) Remove(ctx context.Context, p string, it Item) error {
+	if err := f.writableFor(ctx, p); err != nil {
+		return err
+	}
+	var ids []string
+	if l := it.Local; l != nil {
+		l.mu.Lock()
+		f.wmu.Lock()
+		if l.committed != nil {
+			ids = append(ids, l.committed.File.FileID)
+		}
+		var rec cache.Record
+		if l.d != nil {
+			rec = l.d.Record()
+		}
+		if rec.FileID != "" {
+			ids = append(ids, rec.FileID)
+		}
+		ids = append(ids, rec.DeleteAfter...)
+		l.removed = true
+		f.wmu.Unlock()
+		l.mu.Unlock()
+		f.ws.mu.Lock()
+		if f.ws.ov.locals[p] == l {
+			delete(f.ws.ov.locals, p)
+		}
+		f.ws.mu.Unlock()
+		f.finish(l)
+	} else if it.Entry != nil {
+		ids = append(ids, it.Entry.File.FileID)
+	}
+	f.keepFolder(parentPath(p))
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if err := f.files.DeleteFile(ctx, id); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+			return fmt.Errorf("delete %s: %w", p, err)
+		}
+	}
+	f.ws.setPatch(p, nil, false)
+	return nil
+}
+
+// writableFor is writable, except for transient names, which stay local
+// and so work in a workspace the caller may only read.
+func (f *FS) writableFor(ctx context.Context, p string) error {
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	if f.isLocalOnly(baseName(p)) {
+		return nil
+	}
+	return f.writable(ctx)
+}
+
+// keepFolder makes a folder local, so that it outlives its last file
+// (rm -r removes the files, then the folder).
+func (f *FS) keepFolder(d string) {
+	if d == "" {
+		return
+	}
+	f.ws.setDir(d, true)
+	if err := f.cache.SetLocalDir(d, true); err != nil {
+		f.log.Warn("record local folder failed", "path", "/"+d, "err", err)
+	}
+}
+
+// Mkdir makes a local folder (the service stores no empty folders).
+func (f *FS) Mkdir(ctx context.Context, p string) error {
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	if err := checkName(p); err != nil {
+		return err
+	}
+	if err := f.cache.SetLocalDir(p, true); err != nil {
+		return err
+	}
+	f.ws.setDir(p, true)
+	return nil
+}
+
+// Rmdir removes an empty folder.
+func (f *FS) Rmdir(ctx context.Context, p string) error {
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	items, ok, err := f.ws.List(ctx, p)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return syscall.ENOENT
+	case len(items) > 0:
+		return syscall.ENOTEMPTY
+	}
+	if err := f.cache.SetLocalDir(p, false); err != nil {
+		return err
+	}
+	f.ws.setDir(p, false)
+	f.ws.setPatch(p, nil, true)
+	return nil
+}
+
+// Rename moves a file or a folder, over an existing target if need be.
+func (f *FS) Rename(ctx context.Context, from, to string, src, dst Item, dstOK bool) error {
+	if f.opt.ReadOnly {
+		return syscall.EROFS
+	}
+	if err := checkName(to); err != nil {
+		return err
+	}
+	if !src.Dir {
+		if err := f.writableFor(ctx, to); err != nil {
+			return err
+		}
+		return f.renameFile(ctx, from, to, src, dst, dstOK)
+	}
+	if err := f.writable(ctx); err != nil {
+		return err
+	}
+	return f.renameDir(ctx, from, to)
+}
+
+// renameDir moves every file under from (a copy and a delete each) and the
+// local folders under it.
+func (f *FS) renameDir(ctx context.Context, from, to string) error {
+	if to == from || strings.HasPrefix(to, from+"/") {
+		return syscall.EINVAL
+	}
+	items, _, err := f.ws.List(ctx, from)
+	if err != nil {
+		return err
+	}
+	f.keepFolder(to)
+	for _, it := range items {
+		src, dst := from+"/"+it.Name, to+"/"+it.Name
+		if it.Dir {
+			if err := f.renameDir(ctx, src, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		target, ok, err := f.ws.Stat(ctx, dst)
+		if err != nil {
+			return err
+		}
+		if err := f.renameFile(ctx, src, dst, it, target, ok); err != nil {
+			return err
+		}
+	}
+	for _, m := range f.ws.localDirsUnder(from) {
+		f.ws.setDir(m, false)
+		if err := f.cache.SetLocalDir(m, false); err != nil {
+			return err
+		}
+	}
+	f.ws.setPatch(from, nil, true)
+	return nil
+}
+
+// renameFile moves one file. Local content moves with its journal record
+// (and, taking the target's file id, becomes a new version of the file it
+// replaces); a remote version is copied on the store's side into a new
+// version at the target, and the old file deleted once that is committed.
+func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dstOK bool) error {
+	var targetID string
+	if dstOK {
+		if l := dst.Local; l != nil {
+			targetID = f.dropForRename(to, l)
+		} else if dst.Entry != nil {
+			targetID = dst.Entry.File.FileID
+		}
+	}
+	if l := src.Local; l != nil {
+		return f.moveLocal(ctx, from, to, l, targetID)
+	}
+	if src.Entry == nil {
+		return syscall.ENOENT
+	}
+	if err := f.copyVersion(ctx, src.Entry, to, targetID); err != nil {
+		return err
+	}
+	if err := f.files.DeleteFile(ctx, src.Entry.File.FileID); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+		return fmt.Errorf("delete %s after copying it to %s: %w", from, to, err)
+	}
+	f.ws.setPatch(from, nil, false)
+	f.keepFolder(parentPath(from))
+	return nil
+}
+
+// dropForRename discards local content a rename replaces and returns the
+// remote file it stood for ("" for none).
+func (f *FS) dropForRename(p string, l *Local) string {
+	l.mu.Lock()
+	f.wmu.Lock()
+	id := ""
+	if l.committed != nil {
+		id = l.committed.File.FileID
+	} else if l.d != nil {
+		id = l.d.Record().FileID
+	}
+	l.removed = true
+	f.wmu.Unlock()
+	l.mu.Unlock()
+	f.ws.mu.Lock()
+	if f.ws.ov.locals[p] == l {
+		delete(f.ws.ov.locals, p)
+	}
+	f.ws.mu.Unlock()
+	f.finish(l)
+	return id
+}
+
+// moveLocal moves local content from one path to another. Its remote
+// identity at the old path is deleted once the content is committed at the
+// new one (and hidden meanwhile).
+func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID string) error {
+	l.mu.Lock() // an upload in progress finishes first
+	f.wmu.Lock()
+	live, committed := l.d != nil, l.committed
+	f.wmu.Unlock()
+	if !live {
+		l.mu.Unlock()
+		if committed == nil {
+			return syscall.ENOENT
+		}
+		// Finished meanwhile: it is a remote version now.
+		return f.renameFile(ctx, from, to, Item{Entry: committed}, Item{}, false)
+	}
+	old := l.d.Record().FileID
+	if committed != nil {
+		old = committed.File.FileID
+	}
+	transient := f.isLocalOnly(baseName(to))
+	err := l.d.Update(func(r *cache.Record) {
+		r.Path = to
+		r.FileID = targetID
+		if old != "" && old != targetID {
+			r.DeleteAfter = append(r.DeleteAfter, old)
+		}
+		r.Upload = nil // a new upload, to the new place
+		r.Local = transient
+	})
+	if err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	f.wmu.Lock()
+	l.path = to
+	wasTransient := l.transient
+	l.transient = transient
+	l.committed = nil
+	if !transient && (wasTransient || old != targetID || targetID == "") {
+		l.committedGen = -1 // it must be uploaded at its new place
+	}
+	queue := l.opens == 0 && l.dirty()
+	f.wmu.Unlock()
+	l.mu.Unlock()
+	if old != "" && old != targetID {
+		f.ws.hideID(old, 1)
+	}
+	f.ws.mu.Lock()
+	if f.ws.ov.locals[from] == l {
+		delete(f.ws.ov.locals, from)
+	}
+	f.ws.ov.locals[to] = l
+	f.ws.mu.Unlock()
+	f.keepFolder(parentPath(from))
+	if !queue {
+		return nil // the last close uploads it
+	}
+	if f.opt.WriteBack == WriteBackAsync {
+		f.up.enqueue(l)
+		return nil
+	}
+	if err := f.commit(ctx, l); err != nil {
+		f.up.retryLater(l, err)
+		return err
+	}
+	f.finish(l)
+	return nil
+}
+
+// uploadLink is a self-renewing link to an unfinished version.
+func (f *FS) uploadLink(up *remote.UploadFileResponse) *remote.Link {
+	return remote.NewLink(up.Upload, func(ctx context.Context) (string, error) {
+		u, err := f.files.UpdateFile(ctx, up.FileID, up.VersionID)
+		if err != nil {
+			return "", fmt.Errorf("renew upload link: %w", err)
+		}
+		return u.Upload, nil
+	})
+}
+
+// copyVersion makes version e the content of a new version at p (of
+// targetID when it names the file there): Copy Blob on the store's side,
+// or streamed through the cache where the store refuses.
+func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID string) error {
+	var up *remote.UploadFileResponse
+	var err error
+	if targetID != "" {
+		up, err = f.files.UpdateFile(ctx, targetID, "")
+		if errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone) {
+			up, err = nil, nil
+		}
+		if err != nil {
+			return fmt.Errorf("new version of %s: %w", p, err)
+		}
+	}
+	if up == nil {
+		if up, err = f.files.UpsertFileByPath(ctx, p, ""); err != nil {
+			return fmt.Errorf("new version at %s: %w", p, err)
+		}
+	}
+	dl, err := f.files.GetFile(ctx, e.File.FileID, remote.GetOptions{VersionID: e.File.VersionID})
+	if err != nil {
+		return fmt.Errorf("read link of %s: %w", e.Path, err)
+	}
+	dst := f.uploadLink(up)
+	err = f.blobs.Copy(ctx, dst, remote.DownloadLink(f.files, dl))
+	if errors.Is(err, remote.ErrCopyUnsupported) {
+		f.log.Debug("the store refused a server-side copy; streaming it", "from", "/"+e.Path, "to", "/"+p)
+		src, key := f.baseFile(e.File.FileID, e.File.VersionID, e.File.Size)
+		err = f.blobs.Upload(ctx, dst, ctxReaderAt{ctx, src}, e.File.Size, remote.UploadOptions{})
+		src.Close()
+		f.released(key)
+	}
+	if err != nil {
+		return fmt.Errorf("copy %s to %s: %w", e.Path, p, err)
+	}
+	f.ws.setPatch(p, committedEntry(p, up.FileID, up.VersionID, e.File.Size), false)
+	f.landed(p)
+	return nil
+}
+
+// ctxReaderAt is a cache.File as an io.ReaderAt.
+type ctxReaderAt struct {
+	ctx context.Context
+	f   *cache.File
+}
+
+func (r ctxReaderAt) ReadAt(p []byte, off int64) (int, error) { return r.f.ReadAt(r.ctx, p, off) }
