@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -345,5 +346,94 @@ func TestWriteBadInput(t *testing.T) {
 	rofs := mountEmu(t, emu, mountConfig{readOnly: true})
 	if _, err := os.Create(filepath.Join(rofs.Dir, "new.txt")); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("read-only mount's create: %v", err)
+	}
+}
+
+func TestWriteSQLiteReadOfWALGeoPackageUploadsNothing(t *testing.T) {
+	emu := startEmu(t, func(c *emulator.Config) { c.Seed = seedDir(t) })
+	m := mountEmu(t, emu, mountConfig{})
+	v0, _ := remoteFile(t, m, "vectors/geology.gpkg")
+	emu.ResetStats()
+	// sqlite3 opens the database read-write, makes -wal and -shm beside it,
+	// reads, and removes them when it closes, as QGIS does.
+	out := run(t, filepath.Join(m.Dir, "vectors"), "sqlite3", "geology.gpkg",
+		"PRAGMA journal_mode;", "SELECT count(*) FROM gpkg_contents;")
+	if !strings.HasPrefix(out, "wal\n") {
+		t.Fatalf("sqlite3 output:\n%s", out)
+	}
+	v1, _ := remoteFile(t, m, "vectors/geology.gpkg")
+	st := emu.Stats()
+	if v1.VersionID != v0.VersionID {
+		t.Errorf("version %s -> %s after a read", v0.VersionID, v1.VersionID)
+	}
+	for _, op := range []string{emulator.OpUpsertFileByPath, emulator.OpUpdateFile} {
+		if n := st.APICalls(op); n != 0 {
+			t.Errorf("%d %s calls after a read", n, op)
+		}
+	}
+	// The one delete allowed is the role probe of an open for writing,
+	// which names no file (404).
+	if n := st.APICalls(emulator.OpDeleteFile) - st.APICount(emulator.OpDeleteFile, 404); n != 0 {
+		t.Errorf("%d deletes after a read", n)
+	}
+	files, err := m.Client.ListAll(context.Background(), remote.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f.Name, "-wal") || strings.HasSuffix(f.Name, "-shm") {
+			t.Errorf("side file %s reached the service", f.FullPath())
+		}
+	}
+}
+
+func TestWriteSQLiteDatabase(t *testing.T) {
+	emu := startEmu(t)
+	m := mountEmu(t, emu, mountConfig{})
+	run(t, m.Dir, "mkdir", "db")
+	var script strings.Builder
+	script.WriteString("CREATE TABLE samples(id INTEGER PRIMARY KEY, hole TEXT, depth REAL, grade REAL);\n")
+	for tx := 0; tx < 10; tx++ {
+		script.WriteString("BEGIN;\n")
+		for i := 0; i < 1000; i++ {
+			n := tx*1000 + i
+			fmt.Fprintf(&script, "INSERT INTO samples(hole, depth, grade) VALUES ('DH%03d', %d.5, 0.%d);\n", n%500, n, n%10)
+		}
+		script.WriteString("COMMIT;\n")
+	}
+	sqlFile := filepath.Join(t.TempDir(), "load.sql")
+	os.WriteFile(sqlFile, []byte(script.String()), 0o644)
+	run(t, filepath.Join(m.Dir, "db"), "sh", "-c", "sqlite3 assays.db < "+sqlFile)
+
+	// The remote copy, checked by sqlite3 outside the mount.
+	_, b := remoteFile(t, m, "db/assays.db")
+	local := filepath.Join(t.TempDir(), "copy.db")
+	os.WriteFile(local, b, 0o644)
+	if out := run(t, t.TempDir(), "sqlite3", local, "PRAGMA integrity_check;", "SELECT count(*) FROM samples;"); out != "ok\n10000\n" {
+		t.Fatalf("remote copy: %q", out)
+	}
+	remoteMissing(t, m, "db/assays.db-journal")
+}
+
+func TestWriteOgr2ogrGeoPackage(t *testing.T) {
+	emu := startEmu(t, func(c *emulator.Config) { c.Seed = seedDir(t) })
+	m := mountEmu(t, emu, mountConfig{})
+	run(t, m.Dir, "mkdir", "out")
+	run(t, m.Dir, "ogr2ogr", "-f", "GPKG", "out/collars.gpkg", "vectors/collars.shp")
+	_, b := remoteFile(t, m, "out/collars.gpkg")
+	local := filepath.Join(t.TempDir(), "collars.gpkg")
+	os.WriteFile(local, b, 0o644)
+	out := run(t, t.TempDir(), "ogrinfo", "-so", "-al", local)
+	if !strings.Contains(out, "Layer name: collars") || !strings.Contains(out, "Feature Count:") {
+		t.Fatalf("ogrinfo of the remote copy:\n%s", out)
+	}
+	files, err := m.Client.ListAll(context.Background(), remote.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.Contains(f.Name, "-journal") || strings.HasSuffix(f.Name, "-wal") {
+			t.Errorf("side file %s reached the service", f.FullPath())
+		}
 	}
 }
