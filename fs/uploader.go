@@ -26,18 +26,22 @@ type uploader struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	queue   []*Local       // GUARDED_BY(mu)
-	queued  map[*Local]int // GUARDED_BY(mu): in queue or waiting for a retry
-	busy    int            // GUARDED_BY(mu): uploads running
-	started bool           // GUARDED_BY(mu)
-	stopped bool           // GUARDED_BY(mu)
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []*Local       // GUARDED_BY(mu)
+	queued map[*Local]int // GUARDED_BY(mu): in queue or waiting for a retry
+	// running holds the uploads in progress, true when one was asked for
+	// again meanwhile: it runs again after this one (never on a second
+	// worker, which would only wait for the first one's lock).
+	running map[*Local]bool // GUARDED_BY(mu)
+	busy    int             // GUARDED_BY(mu): uploads running
+	started bool            // GUARDED_BY(mu)
+	stopped bool            // GUARDED_BY(mu)
 	timers  map[*Local]*time.Timer
 }
 
 func newUploader(f *FS) *uploader {
-	u := &uploader{f: f, queued: map[*Local]int{}, timers: map[*Local]*time.Timer{}}
+	u := &uploader{f: f, queued: map[*Local]int{}, running: map[*Local]bool{}, timers: map[*Local]*time.Timer{}}
 	u.cond = sync.NewCond(&u.mu)
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	return u
@@ -60,12 +64,21 @@ func (u *uploader) start() {
 func (u *uploader) enqueue(l *Local) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.enqueueLocked(l)
+}
+
+// LOCKS_REQUIRED(u.mu)
+func (u *uploader) enqueueLocked(l *Local) {
 	if u.stopped {
 		return
 	}
 	if t := u.timers[l]; t != nil {
 		t.Stop()
 		delete(u.timers, l)
+	}
+	if _, ok := u.running[l]; ok {
+		u.running[l] = true
+		return
 	}
 	if u.queued[l] == 1 {
 		return
@@ -121,12 +134,18 @@ func (u *uploader) work() {
 		l := u.queue[0]
 		u.queue = u.queue[1:]
 		delete(u.queued, l)
+		u.running[l] = false
 		u.busy++
 		u.mu.Unlock()
 
 		u.run(l)
 
 		u.mu.Lock()
+		again := u.running[l]
+		delete(u.running, l)
+		if again {
+			u.enqueueLocked(l)
+		}
 		u.busy--
 		u.cond.Broadcast()
 		u.mu.Unlock()

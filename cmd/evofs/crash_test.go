@@ -1,0 +1,469 @@
+package main
+
+// Crashes, unmounts and expiries with uploads pending (issue 4): nothing a
+// program was told is written may be lost. Each test mounts with the real
+// binary in a child process, checks bytes through the API (never through
+// the mount) and asserts the emulator's counters. Uploads are made pending
+// deterministically by a gate in front of Azurite that holds blob writes
+// (see blobGate), not by timing.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/evofs/evofs/remote/emulator"
+	"github.com/evofs/evofs/remote/emulator/emutest"
+)
+
+// uploadWorkers is the uploader's parallelism (fs/uploader.go): with every
+// upload held, this many are in flight and the rest queued.
+const uploadWorkers = 4
+
+func TestCrashKill9WithFiftyPendingUploadsRemountFinishesThem(t *testing.T) {
+	emu, gate := startGatedEmu(t)
+	info := emu.Info()
+	bin, tok, cacheDir := newEnv(t, info)
+	r := newRemoteSide(t, info)
+	gate.Hold(0, opPutBlob, opPutBlock)
+	m := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+
+	const n = 50
+	want := map[string]string{}
+	if err := os.Mkdir(filepath.Join(m.Dir, "batch"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		p := fmt.Sprintf("batch/f%02d.bin", i)
+		b := content(uint64(i)+1, 1+i*2011) // 1 byte to ~96 KiB
+		if werr, cerr := writeFile(filepath.Join(m.Dir, p), b); werr != nil || cerr != nil {
+			t.Fatalf("write %s: %v, close: %v", p, werr, cerr)
+		}
+		want[p] = sha(b)
+	}
+	// Every upload worker is stuck in the gate; the others wait their turn.
+	waitFor(t, time.Minute, func() string { return fmt.Sprintf("%d uploads held", gate.Held()) },
+		func() bool { return gate.Held() == uploadWorkers })
+	st := m.status()
+	if st.WriteBack != "async" || len(st.Pending) != n {
+		t.Fatalf("status before the kill: write_back %q, %d pending, want async and %d", st.WriteBack, len(st.Pending), n)
+	}
+	started := emu.Stats().APICount(emulator.OpUpsertFileByPath, 200)
+	if started != uploadWorkers {
+		t.Fatalf("%d uploads started before the kill, want %d", started, uploadWorkers)
+	}
+
+	m.Kill()
+	waitFor(t, 30*time.Second, func() string { return fmt.Sprintf("%d requests of the dead mount still held", gate.Held()) },
+		func() bool { return gate.Held() == 0 })
+	if p := gate.Passed(opPutBlob) + gate.Passed(opPutBlock); p != 0 {
+		t.Fatalf("%d blob writes reached Azurite before the kill", p)
+	}
+	for p := range want {
+		r.missing(p)
+	}
+
+	gate.Open()
+	t0 := time.Now()
+	m2 := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m2.waitDrained(2 * time.Minute)
+	t.Logf("the remount finished %d uploads in %s", n, time.Since(t0).Round(time.Millisecond))
+	m2.Stop()
+
+	paths := r.paths()
+	if len(paths) != n {
+		t.Errorf("%d files remotely, want %d: %v", len(paths), n, paths)
+	}
+	for p, sum := range want {
+		if paths[p] != 1 {
+			t.Errorf("%s listed %d times, want once", p, paths[p])
+		}
+		r.checkFile(p, sum)
+	}
+	s := emu.Stats()
+	if got := s.APICalls(emulator.OpUpsertFileByPath); got != n {
+		t.Errorf("%d upserts across both runs, want %d (one new file each)", got, n)
+	}
+	if got := s.Links.Upload; got != n {
+		t.Errorf("%d versions started, want %d", got, n)
+	}
+	if got := s.Links.UploadReissued; got != started {
+		t.Errorf("%d upload links reissued, want %d (the uploads the kill interrupted resume their version)", got, started)
+	}
+	if b := s.Blob[emulator.BlobOpPutBlob]; b == nil || b.Status[201] != n {
+		t.Errorf("put blob: %+v, want %d successes", b, n)
+	}
+	if s.BlocksRestaged != 0 {
+		t.Errorf("%d blocks staged twice", s.BlocksRestaged)
+	}
+}
+
+func TestCrashKill9MidUploadResumesTheSameVersion(t *testing.T) {
+	emu, gate := startGatedEmu(t)
+	info := emu.Info()
+	bin, tok, cacheDir := newEnv(t, info)
+	r := newRemoteSide(t, info)
+	const size, blk = 64 << 20, 8 << 20 // eight blocks
+	const before = 3                    // blocks staged before the crash
+	gate.Hold(before, opPutBlock)
+	m := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	b := content(64, size)
+	if err := os.Mkdir(filepath.Join(m.Dir, "survey"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if werr, cerr := writeFile(filepath.Join(m.Dir, "survey/grid.bin"), b); werr != nil || cerr != nil {
+		t.Fatalf("write: %v, close: %v", werr, cerr)
+	}
+	// Each of the upload's parallel block writers is held with its next
+	// block: the blocks before it are staged and journaled (a writer
+	// journals its block before it takes the next one).
+	var last mountStatus
+	waitFor(t, time.Minute, func() string { return fmt.Sprintf("held %d, status %+v", gate.Held(), last.Pending) }, func() bool {
+		if gate.Held() != 4 {
+			return false
+		}
+		last = m.status()
+		return len(last.Pending) == 1 && last.Pending[0].Uploading && last.Pending[0].Staged == before*blk
+	})
+	if got := emu.Stats().Blob[emulator.BlobOpPutBlock].Status[201]; got != before {
+		t.Fatalf("%d blocks staged before the kill, want %d", got, before)
+	}
+
+	m.Kill()
+	waitFor(t, 30*time.Second, func() string { return fmt.Sprintf("%d requests of the dead mount still held", gate.Held()) },
+		func() bool { return gate.Held() == 0 })
+	r.missing("survey/grid.bin")
+	gate.Open()
+	m2 := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m2.waitDrained(2 * time.Minute)
+	m2.Stop()
+
+	d := r.checkFile("survey/grid.bin", sha(b))
+	s := emu.Stats()
+	if s.BlocksRestaged != 0 {
+		t.Errorf("%d blocks staged twice: the resumed upload must skip the journaled ones", s.BlocksRestaged)
+	}
+	if got := s.Blob[emulator.BlobOpPutBlock].Status[201]; got != size/blk {
+		t.Errorf("%d blocks staged in all, want %d", got, size/blk)
+	}
+	if s.Links.Upload != 1 || s.APICalls(emulator.OpUpsertFileByPath) != 1 {
+		t.Errorf("%d versions started (%d upserts), want 1: the remount resumes version %s", s.Links.Upload, s.APICalls(emulator.OpUpsertFileByPath), d.VersionID)
+	}
+	if s.Links.UploadReissued < 1 {
+		t.Errorf("no upload link reissued: the remount did not resume the journaled version")
+	}
+	if got := s.Blob[emulator.BlobOpPutBlockList].Status[201]; got != 1 {
+		t.Errorf("%d commits, want 1", got)
+	}
+}
+
+func TestUnmountWithUploadsPending(t *testing.T) {
+	for _, mode := range []string{"sync", "async"} {
+		for _, how := range []string{"umount", "SIGTERM"} {
+			t.Run(mode+"/"+how, func(t *testing.T) { testUnmountPending(t, mode, how) })
+		}
+	}
+}
+
+func testUnmountPending(t *testing.T, mode, how string) {
+	emu, gate := startGatedEmu(t)
+	info := emu.Info()
+	bin, tok, cacheDir := newEnv(t, info)
+	r := newRemoteSide(t, info)
+	m := startMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
+	files := map[string][]byte{
+		"pending/a.txt":  []byte("acknowledged, then unmounted\n"),
+		"pending/b.bin":  content(2, 300<<10),
+		"pending/c.bin":  content(3, 17<<20), // three blocks
+		"pending/d.json": []byte(`{"d": 4}`),
+	}
+	// Four uploads in flight (one per worker): three single Put Blobs and
+	// the three blocks of c.bin.
+	const allHeld = 6
+	if err := os.Mkdir(filepath.Join(m.Dir, "pending"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unmount := func() {
+		t.Helper()
+		if how == "SIGTERM" {
+			m.Signal(syscall.SIGTERM)
+			return
+		}
+		if out, err := exec.Command("umount", m.Dir).CombinedOutput(); err != nil {
+			t.Fatalf("umount: %v\n%s", err, out)
+		}
+	}
+	unmounted := func() {
+		t.Helper()
+		waitFor(t, time.Minute, func() string { return "unmounted" }, func() bool { return !mounted(m.Dir) })
+	}
+
+	switch {
+	case mode == "async":
+		// Closed (acknowledged) with every upload held.
+		gate.Hold(0, opPutBlob, opPutBlock)
+		for p, b := range files {
+			if werr, cerr := writeFile(filepath.Join(m.Dir, p), b); werr != nil || cerr != nil {
+				t.Fatalf("write %s: %v, close: %v", p, werr, cerr)
+			}
+		}
+		waitFor(t, time.Minute, func() string { return fmt.Sprintf("%d requests held", gate.Held()) },
+			func() bool { return gate.Held() == allHeld })
+		if st := m.status(); len(st.Pending) != len(files) {
+			t.Fatalf("%d pending before unmount, want %d", len(st.Pending), len(files))
+		}
+		unmount()
+		m.Exit(time.Minute) // at once: async mode leaves them to the journal
+		if log := m.Stderr.String(); !strings.Contains(log, fmt.Sprintf("uploads_left_in_journal=%d", len(files))) {
+			t.Fatalf("the unmount log does not say %d uploads are left in the journal:\n%s", len(files), log)
+		}
+		waitFor(t, 30*time.Second, func() string { return "held requests released" }, func() bool { return gate.Held() == 0 })
+		for p := range files {
+			r.missing(p)
+		}
+		gate.Open()
+		m2 := startMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
+		m2.waitDrained(2 * time.Minute)
+		m2.Stop()
+
+	case how == "SIGTERM":
+		// Sync: programs are in close(), each waiting for its upload, when
+		// evofs is told to stop. The mount is busy, so evofs detaches it
+		// and keeps serving until the last close.
+		gate.Hold(0, opPutBlob, opPutBlock)
+		errs := make(chan error, len(files))
+		for p, b := range files {
+			go func() {
+				werr, cerr := writeFile(filepath.Join(m.Dir, p), b)
+				if werr == nil && cerr != nil {
+					werr = fmt.Errorf("close %s: %w", p, cerr)
+				}
+				errs <- werr
+			}()
+		}
+		waitFor(t, time.Minute, func() string { return fmt.Sprintf("%d uploads held", gate.Held()) },
+			func() bool { return gate.Held() == allHeld })
+		if st := m.status(); len(st.Pending) != len(files) {
+			t.Fatalf("%d pending before unmount, want %d", len(st.Pending), len(files))
+		}
+		unmount()
+		unmounted()
+		if m.exited() {
+			t.Fatalf("evofs exited with closes waiting for their uploads:\n%s", m.Stderr.String())
+		}
+		if log := m.Stderr.String(); !strings.Contains(log, "detaching lazily") {
+			t.Errorf("the busy mount was not detached lazily:\n%s", log)
+		}
+		gate.Open()
+		for range files {
+			if err := <-errs; err != nil {
+				t.Errorf("a program's write: %v", err)
+			}
+		}
+		m.Exit(time.Minute)
+
+	default:
+		// Sync, umount: the closes failed (the store refused the blocks),
+		// so evofs retries in the background; those retries are held when
+		// the folder is unmounted. evofs must finish them before it exits.
+		gate.Refuse(opPutBlob, opPutBlock)
+		for p, b := range files {
+			werr, cerr := writeFile(filepath.Join(m.Dir, p), b)
+			if werr != nil || cerr == nil {
+				t.Fatalf("write %s: %v, close: %v; want the upload's failure from close", p, werr, cerr)
+			}
+		}
+		gate.Hold(0, opPutBlob, opPutBlock)
+		var st mountStatus
+		waitFor(t, time.Minute, func() string { return fmt.Sprintf("held %d, status %+v", gate.Held(), st.Pending) }, func() bool {
+			if gate.Held() != allHeld {
+				return false
+			}
+			st = m.status()
+			return len(st.Pending) == len(files)
+		})
+		for _, p := range st.Pending {
+			if p.Failures < 1 || p.LastError == "" {
+				t.Errorf("%s: %d failures, last error %q: want the refusal recorded", p.Path, p.Failures, p.LastError)
+			}
+		}
+		unmount()
+		unmounted()
+		if m.exited() {
+			t.Fatalf("evofs exited with uploads pending in sync mode:\n%s", m.Stderr.String())
+		}
+		gate.Open()
+		m.Exit(time.Minute)
+	}
+
+	if mode == "sync" {
+		if log := m.Stderr.String(); !strings.Contains(log, "uploads_left_in_journal=0") {
+			t.Errorf("sync mode left uploads in the journal:\n%s", log)
+		}
+	}
+	paths := r.paths()
+	for p, b := range files {
+		if paths[p] != 1 {
+			t.Errorf("%s listed %d times, want once", p, paths[p])
+		}
+		r.checkFile(p, sha(b))
+	}
+	s := emu.Stats()
+	if got := s.APICalls(emulator.OpUpsertFileByPath); got != int64(len(files)) {
+		t.Errorf("%d upserts, want %d", got, len(files))
+	}
+	if s.BlocksRestaged != 0 {
+		t.Errorf("%d blocks staged twice", s.BlocksRestaged)
+	}
+}
+
+func TestUploadSurvivesLinkAndTokenExpiry(t *testing.T) {
+	const linkTTL, tokenTTL = 4 * time.Second, 2 * time.Second
+	emu := emutest.Start(t, func(c *emulator.Config) { c.LinkTTL = linkTTL })
+	info := emu.Info()
+	bin, tok, cacheDir := newEnv(t, info)
+	r := newRemoteSide(t, info)
+	// The mount's tokens live 2 s; a helper keeps the token file fresh, as
+	// a login agent would, and evofs re-reads it when the service refuses
+	// the one it holds.
+	writeToken(t, tok, emu.IssueToken(emulator.RoleEditor, tokenTTL))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				writeToken(t, tok, emu.IssueToken(emulator.RoleEditor, tokenTTL))
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer close(stop)
+
+	const size = 256 << 20
+	src := filepath.Join(t.TempDir(), "big.bin")
+	b := content(256, size)
+	if err := os.WriteFile(src, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := sha(b)
+	b = nil
+	m := startMount(t, bin, info, tok, cacheDir)
+	// Half a second before each blob request: the 32 blocks, four at a
+	// time, take at least 4 s, longer than an upload link lives (4 s, so
+	// it is renewed after 3 s at the latest) and than two tokens live.
+	emu.SetLatency(0, 500*time.Millisecond)
+	t0 := time.Now()
+	if out, err := exec.Command("cp", src, filepath.Join(m.Dir, "big.bin")).CombinedOutput(); err != nil {
+		t.Fatalf("cp (its close is the upload): %v\n%s", err, out)
+	}
+	t.Logf("cp of 256 MiB, upload included: %s", time.Since(t0).Round(time.Millisecond))
+	emu.SetLatency(0, 0)
+	m.Stop()
+
+	r.checkFile("big.bin", want)
+	s := emu.Stats()
+	if s.BlocksRestaged != 0 {
+		t.Errorf("%d blocks staged twice", s.BlocksRestaged)
+	}
+	if s.Links.Upload != 1 || s.APICount(emulator.OpUpsertFileByPath, 200) != 1 {
+		t.Errorf("%d versions started (%d upserts), want 1", s.Links.Upload, s.APICount(emulator.OpUpsertFileByPath, 200))
+	}
+	if s.Links.UploadReissued < 1 {
+		t.Errorf("the upload link was never renewed: the upload did not outlive it")
+	}
+	if got := s.APICount(emulator.OpUpdateFile, 401); got < 1 {
+		t.Errorf("no link renewal met an expired token (update_file: %v)", s.API[emulator.OpUpdateFile])
+	}
+	if b := s.Blob[emulator.BlobOpPutBlock]; b == nil || b.Status[201] != size/(8<<20) {
+		t.Errorf("put block: %+v, want %d successes", b, size/(8<<20))
+	}
+	t.Logf("api: %v; links: %+v", s.API, s.Links)
+}
+
+func TestStatusShowsPendingUploadsThenNone(t *testing.T) {
+	emu, gate := startGatedEmu(t)
+	info := emu.Info()
+	bin, tok, cacheDir := newEnv(t, info)
+	r := newRemoteSide(t, info)
+	gate.Hold(0, opPutBlob)
+	gate.Hold(1, opPutBlock) // one block of big.bin goes through
+	m := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+
+	notes := content(5, 5000)
+	big := content(24, 24<<20) // three blocks
+	if werr, cerr := writeFile(filepath.Join(m.Dir, "notes.txt"), notes); werr != nil || cerr != nil {
+		t.Fatal(werr, cerr)
+	}
+	if werr, cerr := writeFile(filepath.Join(m.Dir, "big.bin"), big); werr != nil || cerr != nil {
+		t.Fatal(werr, cerr)
+	}
+	// Another program holds open.txt open, written: not this process,
+	// whose children (evofs status) would close a copy of the descriptor,
+	// and every close is a flush.
+	closeOpen := holdOpen(t, filepath.Join(m.Dir, "open.txt"), "hello")
+
+	var st mountStatus
+	waitFor(t, time.Minute, func() string { return fmt.Sprintf("held %d, status %+v", gate.Held(), st.Pending) }, func() bool {
+		if gate.Held() != 3 {
+			return false
+		}
+		st = m.status()
+		return len(st.Pending) == 3 && st.Pending[0].Staged == 8<<20
+	})
+	wantJSON := []struct {
+		path              string
+		size, staged      int64
+		uploading, isOpen bool
+	}{
+		{"/big.bin", 24 << 20, 8 << 20, true, false},
+		{"/notes.txt", 5000, 0, true, false},
+		{"/open.txt", 5, 0, false, true},
+	}
+	if st.WriteBack != "async" {
+		t.Errorf("write_back %q, want async", st.WriteBack)
+	}
+	for i, w := range wantJSON {
+		p := st.Pending[i]
+		if p.Path != w.path || p.Size != w.size || p.Staged != w.staged || p.Uploading != w.uploading || p.Open != w.isOpen || p.Failures != 0 {
+			t.Errorf("status --json entry %d: %+v, want %+v", i, p, w)
+		}
+	}
+	human := m.run("status", m.Dir)
+	wantHuman := "write-back: async\n3 pending upload(s):\n" +
+		"  /big.bin\t24 MiB\tuploading 8.0 MiB of 24 MiB\n" +
+		"  /notes.txt\t4.9 KiB\tuploading 0 B of 4.9 KiB\n" +
+		"  /open.txt\t5 B\topen\n"
+	if human != wantHuman {
+		t.Errorf("evofs status:\n%s\nwant:\n%s", human, wantHuman)
+	}
+
+	closeOpen()
+	gate.Open()
+	m.waitDrained(time.Minute)
+	if got := m.run("status", m.Dir); got != "write-back: async\nno pending uploads\n" {
+		t.Errorf("evofs status once drained:\n%s", got)
+	}
+	if raw := strings.TrimSpace(m.run("status", "--json", m.Dir)); !strings.Contains(raw, `"write_back":"async"`) {
+		t.Errorf("evofs status --json once drained: %s", raw)
+	}
+	m.Stop()
+	r.checkFile("notes.txt", sha(notes))
+	r.checkFile("big.bin", sha(big))
+	r.checkFile("open.txt", sha([]byte("hello")))
+	if s := emu.Stats(); s.BlocksRestaged != 0 {
+		t.Errorf("%d blocks staged twice", s.BlocksRestaged)
+	}
+}
