@@ -190,11 +190,14 @@ func (b *wbench) copyBig(ctx context.Context, size int64) error {
 	}
 	cpu0 := cpuSeconds(m.pid())
 	start = time.Now()
-	if err := command("cp", src, filepath.Join(m.dir, "cp", "big.bin")); err != nil {
-		return err
-	}
+	uploading := m.watchUpload(start)
+	err = command("cp", src, filepath.Join(m.dir, "cp", "big.bin"))
 	viaCP := time.Since(start)
 	cpu := cpuSeconds(m.pid()) - cpu0
+	started := <-uploading
+	if err != nil {
+		return err
+	}
 	if err := m.unmount(); err != nil {
 		return err
 	}
@@ -207,6 +210,11 @@ func (b *wbench) copyBig(ctx context.Context, size int64) error {
 	}
 	row("direct upload (upsert + parallel Put Block)", direct)
 	row("cp into the mount, sync write-back (committed)", viaCP)
+	if started.at > 0 {
+		row("  its writes into the journal (until the upload starts)", started.at)
+		row("  its upload at close (until the commit)", viaCP-started.at)
+		fmt.Printf("  evofs CPU: %.2f s writing, %.2f s uploading\n", started.cpu-cpu0, cpu0+cpu-started.cpu)
+	}
 	fmt.Printf("cp / direct: %.2f× the time (target ≤ 1.2); evofs CPU %.2f s/GiB; committed bytes checked (size, sha256)\n",
 		viaCP.Seconds()/direct.Seconds(), cpu/(float64(size)/gib))
 	return nil
@@ -299,8 +307,10 @@ func (b *wbench) writeRSS(ctx context.Context, size int64) error {
 	start := time.Now()
 	f, err := os.Create(filepath.Join(m.dir, "rss", "big.bin"))
 	var sum [32]byte
+	var written time.Duration
 	if err == nil {
 		sum, err = writeGenerated(f, 3, size)
+		written = time.Since(start)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -318,8 +328,9 @@ func (b *wbench) writeRSS(ctx context.Context, size int64) error {
 	if err := b.verify(ctx, "rss/big.bin", size, sum); err != nil {
 		return err
 	}
-	fmt.Printf("\nevofs writing %s (sync, until committed, %.0f MB/s): peak anonymous RSS %s (target ≤ 200 MiB); VmHWM %s (with Badger's memory-mapped files)\n",
-		human(size), float64(size)/d.Seconds()/1e6, human(anon), human(hwm))
+	fmt.Printf("\nevofs writing %s (sync, until committed: %s, %.0f MB/s; of which writes %s, close %s): peak anonymous RSS %s (target ≤ 200 MiB); VmHWM %s (with Badger's memory-mapped files)\n",
+		human(size), d.Round(time.Millisecond), float64(size)/d.Seconds()/1e6, written.Round(time.Millisecond),
+		(d - written).Round(time.Millisecond), human(anon), human(hwm))
 	return nil
 }
 
@@ -454,31 +465,70 @@ func (m *wmount) unmount() error {
 	return nil
 }
 
+// status reads the mount's pending uploads (what `evofs status --json` prints).
+func (m *wmount) status() ([]evofs.PendingUpload, error) {
+	buf := make([]byte, 1<<16)
+	n, err := unix.Getxattr(m.dir, evofs.StatusXattr, buf)
+	for errors.Is(err, unix.ERANGE) {
+		buf = make([]byte, 2*len(buf))
+		n, err = unix.Getxattr(m.dir, evofs.StatusXattr, buf)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("evofs status: %w", err)
+	}
+	var st struct {
+		Pending []evofs.PendingUpload `json:"pending"`
+	}
+	if err := json.Unmarshal(buf[:n], &st); err != nil {
+		return nil, fmt.Errorf("evofs status: %w", err)
+	}
+	return st.Pending, nil
+}
+
+// uploadStart is when an upload started: how long after the start of the
+// copy, and evofs's CPU seconds then.
+type uploadStart struct {
+	at  time.Duration
+	cpu float64
+}
+
+// watchUpload polls the status until an upload starts (at 0 if none was
+// seen within 10 minutes).
+func (m *wmount) watchUpload(start time.Time) <-chan uploadStart {
+	out := make(chan uploadStart, 1)
+	go func() {
+		for time.Since(start) < 10*time.Minute {
+			st, err := m.status()
+			if err != nil {
+				break
+			}
+			for _, p := range st {
+				if p.Uploading {
+					out <- uploadStart{time.Since(start), cpuSeconds(m.pid())}
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		out <- uploadStart{}
+	}()
+	return out
+}
+
 // waitCommitted polls the mount's status (what `evofs status --json`
 // prints) until no upload is pending.
 func (m *wmount) waitCommitted(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	buf := make([]byte, 1<<20)
 	for {
-		n, err := unix.Getxattr(m.dir, evofs.StatusXattr, buf)
-		for errors.Is(err, unix.ERANGE) {
-			buf = make([]byte, 2*len(buf))
-			n, err = unix.Getxattr(m.dir, evofs.StatusXattr, buf)
-		}
+		pending, err := m.status()
 		if err != nil {
-			return fmt.Errorf("evofs status: %w", err)
+			return err
 		}
-		var st struct {
-			Pending []evofs.PendingUpload `json:"pending"`
-		}
-		if err := json.Unmarshal(buf[:n], &st); err != nil {
-			return fmt.Errorf("evofs status: %w", err)
-		}
-		if len(st.Pending) == 0 {
+		if len(pending) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d uploads still pending after %s", len(st.Pending), limit)
+			return fmt.Errorf("%d uploads still pending after %s", len(pending), limit)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
