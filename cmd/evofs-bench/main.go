@@ -8,7 +8,7 @@
 //   - evofs's CPU seconds per GiB, and its peak RSS while reading a larger file.
 //
 // evofs and the loopback server run as processes of their own, so their CPU
-// and memory are theirs alone.
+// and memory are theirs alone. The write benchmarks are in write.go.
 package main
 
 import (
@@ -47,8 +47,15 @@ func main() {
 		}
 		return
 	}
-	if err := run(*size, *rssSize, *evofsBin); err != nil {
-		log.Fatal(err)
+	if *benchReads {
+		if err := run(*size, *rssSize, *evofsBin); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if *benchWrites {
+		if err := runWrites(*evofsBin); err != nil { // write.go
+			log.Fatal(err)
+		}
 	}
 }
 
