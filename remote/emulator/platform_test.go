@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/evofs/evofs/remote"
+
 	"github.com/evofs/evofs/remote/emulator"
 )
 
@@ -21,7 +23,7 @@ func TestDiscoveryAndWorkspacesNeedATokenAndListTheWorkspace(t *testing.T) {
 	}
 
 	r, body := e.do("GET", info.DiscoveryURL, e.tok, nil)
-	var d emulator.DiscoveryResponse
+	var d remote.DiscoveryResponse
 	if r.StatusCode != 200 || json.Unmarshal(body, &d) != nil {
 		t.Fatalf("discovery: %d %s", r.StatusCode, body)
 	}
@@ -35,7 +37,7 @@ func TestDiscoveryAndWorkspacesNeedATokenAndListTheWorkspace(t *testing.T) {
 	}
 
 	r, body = e.do("GET", wsURL, e.s.IssueToken("viewer", 60e9), nil)
-	var l emulator.WorkspaceList
+	var l remote.WorkspaceList
 	if r.StatusCode != 200 || json.Unmarshal(body, &l) != nil {
 		t.Fatalf("workspaces: %d %s", r.StatusCode, body)
 	}
