@@ -17,7 +17,7 @@ import (
 
 func mountArgs(info emulator.Info, tokenFile, cacheDir, mnt string) []string {
 	return []string{"mount", "--hub", info.HubURL, "--org", info.OrgID, "--workspace", info.WorkspaceID,
-		"--token-file", tokenFile, "--cache-dir", cacheDir, "--log-level", "debug", mnt}
+		"--token-file", tokenFile, "--cache-dir", cacheDir, mnt}
 }
 
 func TestMountRefusesBadInputWithOneClearMessage(t *testing.T) {
@@ -80,7 +80,7 @@ func TestMountServesAndUnmountsOnSIGTERM(t *testing.T) {
 	mnt := filepath.Join(dir, "mnt")
 	os.MkdirAll(mnt, 0o755)
 	stderr := &logBuffer{}
-	cmd := exec.Command(bin, mountArgs(info, tok, filepath.Join(dir, "cache"), mnt)...)
+	cmd := exec.Command(bin, append(mountArgs(info, tok, filepath.Join(dir, "cache"), mnt), "--log-level", "debug")...)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
