@@ -7,12 +7,22 @@ WITH_AZ   := contrib/azurite/run
 TESTFLAGS ?= -count=1 -timeout=30m
 BIN       := bin
 
-.PHONY: all build test vet deps bench demo clean
+.PHONY: all build install test vet deps bench demo clean
 
 all: build
 
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS   := -X main.version=$(VERSION)
+PREFIX    ?= /usr/local
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# evofs on PATH and mount(8)'s helper for fuse.evofs in /etc/fstab.
+install: build
+	install -D -m 0755 $(BIN)/evofs $(DESTDIR)$(PREFIX)/bin/evofs
+	install -d $(DESTDIR)/sbin
+	ln -sf $(PREFIX)/bin/evofs $(DESTDIR)/sbin/mount.fuse.evofs
 
 $(AZURITE): contrib/azurite/package.json contrib/azurite/package-lock.json
 	npm ci --prefix contrib/azurite --no-audit --no-fund
