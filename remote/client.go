@@ -234,7 +234,12 @@ func (c *Client) call(ctx context.Context, r request) (int, error) {
 		}
 		var apiErr *Error
 		isAPI := errors.As(err, &apiErr)
+		var refused *oauth2.RetrieveError
 		switch {
+		case errors.As(err, &refused):
+			// The token endpoint answered no (a spent or revoked refresh
+			// token, a wrong secret): trying again will not change that.
+			return status, err
 		case isAPI && apiErr.Status == http.StatusUnauthorized && !refreshed:
 			// One new token, one more try.
 			refreshed = true

@@ -202,6 +202,10 @@ func TestRenewalFailureIsLoggedOnceAndCachedReadsGoOn(t *testing.T) {
 	if n := strings.Count(logs.String(), "cannot renew the access token"); n != 1 {
 		t.Fatalf("the renewal failure was logged %d times, want once:\n%s", n, logs.String())
 	}
+	// A refused refresh is final: no call retries it in a loop.
+	if n := emu.Stats().APICount(emulator.OpToken, 400); n > 20 {
+		t.Errorf("%d refused refreshes in 12 s: a refused refresh is retried", n)
+	}
 }
 
 func TestFstabMountAllThenUmount(t *testing.T) {

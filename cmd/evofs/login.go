@@ -265,10 +265,18 @@ func runLogin(ctx context.Context, out io.Writer, a authFlags, noBrowser bool, t
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, "<!doctype html><title>evofs</title><p>%s</p>\n", html.EscapeString(msg))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		once.Do(func() { got <- res })
 	})}
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer func() {
+		// Let the browser have its page before the listener goes.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
 
 	u := cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
 	fmt.Fprintf(out, "Sign in to Evo in your browser:\n\n  %s\n\n", u)
