@@ -7,24 +7,39 @@ WITH_AZ   := contrib/azurite/run
 TESTFLAGS ?= -count=1 -timeout=30m
 BIN       := bin
 
-.PHONY: all build test vet deps bench demo clean
+.PHONY: all build install test vet deps bench demo clean
 
 all: build
 
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS   := -X main.version=$(VERSION)
+PREFIX    ?= /usr/local
+
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# evofs on PATH and mount(8)'s helper for fuse.evofs in /etc/fstab.
+install: build
+	install -D -m 0755 $(BIN)/evofs $(DESTDIR)$(PREFIX)/bin/evofs
+	install -d $(DESTDIR)/sbin
+	ln -sf $(PREFIX)/bin/evofs $(DESTDIR)/sbin/mount.fuse.evofs
 
 $(AZURITE): contrib/azurite/package.json contrib/azurite/package-lock.json
 	npm ci --prefix contrib/azurite --no-audit --no-fund
 	touch $@
 
-# gdalinfo/ogrinfo for the GIS mount tests, from Debian when missing.
-GDAL := $(shell command -v gdalinfo 2>/dev/null)
+# gdalinfo/ogrinfo/ogr2ogr and sqlite3 for the GIS mount tests, from Debian when missing.
+GDAL   := $(shell command -v ogr2ogr 2>/dev/null)
+SQLITE := $(shell command -v sqlite3 2>/dev/null)
 
 deps: $(AZURITE)
 	$(GO) mod download
-ifeq ($(GDAL),)
+ifeq ($(GDAL)$(SQLITE),)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin sqlite3
+else ifeq ($(GDAL),)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin
+else ifeq ($(SQLITE),)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3
 endif
 
 vet:

@@ -85,6 +85,13 @@ type tokenCache struct {
 	mu      sync.Mutex
 	tok     *oauth2.Token // GUARDED_BY(mu)
 	renewAt time.Time     // GUARDED_BY(mu): zero for a token without expiry
+	// After the source fails, calls get its error without asking it again
+	// until retryAt, the wait doubling from 1 s to a minute while it keeps
+	// failing: a mount whose login is gone does not hammer the token
+	// endpoint on every file access.
+	failErr error         // GUARDED_BY(mu)
+	retryAt time.Time     // GUARDED_BY(mu)
+	wait    time.Duration // GUARDED_BY(mu)
 }
 
 func newTokenCache(src oauth2.TokenSource) *tokenCache {
@@ -97,10 +104,16 @@ func (c *tokenCache) token() (string, error) {
 	if c.tok != nil && (c.renewAt.IsZero() || c.now().Before(c.renewAt)) {
 		return c.tok.AccessToken, nil
 	}
+	if c.failErr != nil && c.now().Before(c.retryAt) {
+		return "", c.failErr
+	}
 	tok, err := c.src.Token()
 	if err != nil {
-		return "", fmt.Errorf("get access token: %w", redactErr(err))
+		c.wait = min(max(2*c.wait, time.Second), time.Minute)
+		c.failErr, c.retryAt = fmt.Errorf("get access token: %w", redactErr(err)), c.now().Add(c.wait)
+		return "", c.failErr
 	}
+	c.failErr, c.wait = nil, 0
 	if tok.AccessToken == "" {
 		return "", fmt.Errorf("get access token: the token source gave an empty token")
 	}

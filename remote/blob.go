@@ -59,6 +59,7 @@ type BlobConfig struct {
 	SingleShotMax int64        // uploads up to this size go as one Put Blob; default 8 MiB
 	Concurrency   int          // parallel blocks/ranges per transfer; default 4
 	MaxRetries    int          // per request, for 408/429/5xx/connection errors; default 6, negative: none
+	Observer      Observer     // told of the bytes each request moves; nil: none
 }
 
 func (c BlobConfig) withDefaults() BlobConfig {
@@ -79,6 +80,7 @@ func (c BlobConfig) withDefaults() BlobConfig {
 	if c.MaxRetries == 0 {
 		c.MaxRetries = defaultMaxRetries
 	}
+	c.Observer = observerOrNop(c.Observer)
 	return c
 }
 
@@ -284,6 +286,7 @@ func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64) (n i
 		defer cancel()
 		wd := newWatchdog(b.stallTimeout, cancel)
 		defer wd.stop()
+		start := time.Now()
 		resp, err := c.DownloadStream(rctx, &blob.DownloadStreamOptions{
 			Range: blob.HTTPRange{Offset: off, Count: int64(len(p))},
 		})
@@ -299,6 +302,7 @@ func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64) (n i
 			want = min(want, *resp.ContentLength)
 		}
 		n, err = io.ReadFull(wd.reader(resp.Body), p[:want])
+		b.cfg.Observer.BlobTransfer("get", false, int64(n), time.Since(start))
 		if err != nil {
 			return bodyError{wd.explain(redactErr(err))}
 		}
@@ -431,7 +435,11 @@ func (b *Blobs) Upload(ctx context.Context, l *Link, src io.ReaderAt, size int64
 	}
 	if size <= b.cfg.SingleShotMax {
 		return b.write(ctx, l, "put blob "+l.String(), func(c *blockblob.Client) error {
+			start := time.Now()
 			_, err := c.Upload(ctx, section(src, 0, size), nil)
+			if err == nil {
+				b.cfg.Observer.BlobTransfer("put_blob", true, size, time.Since(start))
+			}
 			return err
 		})
 	}
@@ -510,7 +518,11 @@ func (u *upload) stageBlock(ctx context.Context, off int64) error {
 	n := u.blockLen(off)
 	op := fmt.Sprintf("put block %s at %d", u.l.String(), off)
 	err := u.b.write(ctx, u.l, op, func(c *blockblob.Client) error {
+		start := time.Now()
 		_, err := c.StageBlock(ctx, BlockID(off), section(u.src, off, n), nil)
+		if err == nil {
+			u.b.cfg.Observer.BlobTransfer("put_block", true, n, time.Since(start))
+		}
 		return err
 	})
 	if err != nil {

@@ -29,6 +29,7 @@ type Config struct {
 	// first; default 4.
 	ListConcurrency int
 	Logger          *slog.Logger // nil: discard
+	Observer        Observer     // nil: none
 }
 
 // Client calls the File API v2 of one workspace. It is safe for concurrent
@@ -42,6 +43,7 @@ type Client struct {
 	retry  RetryPolicy
 	listN  int
 	log    *slog.Logger
+	obs    Observer
 }
 
 // New checks cfg and returns a Client. It makes no call.
@@ -79,6 +81,7 @@ func New(cfg Config) (*Client, error) {
 		retry:  cfg.Retry.withDefaults(),
 		listN:  listN,
 		log:    log,
+		obs:    observerOrNop(cfg.Observer),
 	}, nil
 }
 
@@ -106,7 +109,7 @@ func (o GetOptions) query() url.Values {
 // GetFile gets a file's metadata and a download link by id.
 func (c *Client) GetFile(ctx context.Context, fileID string, o GetOptions) (*DownloadFileResponse, error) {
 	var out DownloadFileResponse
-	_, err := c.call(ctx, request{op: "get file " + fileID, method: http.MethodGet,
+	_, err := c.call(ctx, request{name: "get_file", op: "get file " + fileID, method: http.MethodGet,
 		path: "/files/" + url.PathEscape(fileID), query: o.query(), ok: []int{200}, out: &out})
 	return &out, err
 }
@@ -116,7 +119,7 @@ func (c *Client) GetFile(ctx context.Context, fileID string, o GetOptions) (*Dow
 func (c *Client) GetFileByPath(ctx context.Context, path string, o GetOptions) (*DownloadFileResponse, error) {
 	o.Deleted = false
 	var out DownloadFileResponse
-	_, err := c.call(ctx, request{op: "get file " + path, method: http.MethodGet,
+	_, err := c.call(ctx, request{name: "get_file_by_path", op: "get file " + path, method: http.MethodGet,
 		path: "/files/path/" + EscapePath(path), query: o.query(), ok: []int{200}, out: &out})
 	return &out, err
 }
@@ -134,7 +137,7 @@ func versionQuery(versionID string) url.Values {
 // re-issues the link of that unfinished upload instead.
 func (c *Client) UpsertFileByPath(ctx context.Context, path, versionID string) (*UploadFileResponse, error) {
 	var out UploadFileResponse
-	_, err := c.call(ctx, request{op: "upload file " + path, method: http.MethodPut,
+	_, err := c.call(ctx, request{name: "upsert_file_by_path", op: "upload file " + path, method: http.MethodPut,
 		path: "/files/path/" + EscapePath(path), query: versionQuery(versionID), ok: []int{200}, out: &out})
 	return &out, err
 }
@@ -143,7 +146,7 @@ func (c *Client) UpsertFileByPath(ctx context.Context, path, versionID string) (
 // With a versionID it re-issues the link of that unfinished upload instead.
 func (c *Client) UpdateFile(ctx context.Context, fileID, versionID string) (*UploadFileResponse, error) {
 	var out UploadFileResponse
-	_, err := c.call(ctx, request{op: "update file " + fileID, method: http.MethodPut,
+	_, err := c.call(ctx, request{name: "update_file", op: "update file " + fileID, method: http.MethodPut,
 		path: "/files/" + url.PathEscape(fileID), query: versionQuery(versionID), ok: []int{200}, out: &out})
 	return &out, err
 }
@@ -159,7 +162,7 @@ type Restored struct {
 // RestoreFile restores a deleted file.
 func (c *Client) RestoreFile(ctx context.Context, fileID string) (*Restored, error) {
 	var out DownloadFileResponse
-	status, err := c.call(ctx, request{op: "restore file " + fileID, method: http.MethodPut,
+	status, err := c.call(ctx, request{name: "restore_file", op: "restore file " + fileID, method: http.MethodPut,
 		path: "/files/" + url.PathEscape(fileID), query: url.Values{"deleted": {"false"}},
 		ok: []int{http.StatusNoContent, http.StatusSeeOther}, out: &out})
 	if err != nil {
@@ -175,16 +178,16 @@ func (c *Client) RestoreFile(ctx context.Context, fileID string) (*Restored, err
 // the file already gone (the first try went through but its answer was
 // lost) counts as success.
 func (c *Client) DeleteFile(ctx context.Context, fileID string) error {
-	return c.delete(ctx, "delete file "+fileID, "/files/"+url.PathEscape(fileID))
+	return c.delete(ctx, "delete_file", "delete file "+fileID, "/files/"+url.PathEscape(fileID))
 }
 
 // DeleteFileByPath deletes the file at path and all its versions.
 func (c *Client) DeleteFileByPath(ctx context.Context, path string) error {
-	return c.delete(ctx, "delete file "+path, "/files/path/"+EscapePath(path))
+	return c.delete(ctx, "delete_file_by_path", "delete file "+path, "/files/path/"+EscapePath(path))
 }
 
-func (c *Client) delete(ctx context.Context, op, path string) error {
-	r := request{op: op, method: http.MethodDelete, path: path, ok: []int{http.StatusNoContent}, tries: new(int)}
+func (c *Client) delete(ctx context.Context, name, op, path string) error {
+	r := request{name: name, op: op, method: http.MethodDelete, path: path, ok: []int{http.StatusNoContent}, tries: new(int)}
 	_, err := c.call(ctx, r)
 	if err != nil && *r.tries > 1 && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrGone)) {
 		return nil
@@ -194,9 +197,11 @@ func (c *Client) delete(ctx context.Context, op, path string) error {
 
 // request is one logical call; call() may send it several times.
 type request struct {
+	name   string // for metrics: the call, "get_file"
 	op     string // for errors and logs: "get file A/b.tif"
 	method string
 	path   string // below the workspace base, escaped
+	url    string // instead of base + path: an absolute URL (platform calls)
 	query  url.Values
 	ok     []int // statuses that mean success
 	out    any   // decoded from a successful body, if non-nil
@@ -213,6 +218,9 @@ func (c *Client) call(ctx context.Context, r request) (int, error) {
 		r.tries = new(int)
 	}
 	u := c.base + r.path
+	if r.url != "" {
+		u = r.url
+	}
 	if len(r.query) > 0 {
 		u += "?" + r.query.Encode()
 	}
@@ -226,7 +234,12 @@ func (c *Client) call(ctx context.Context, r request) (int, error) {
 		}
 		var apiErr *Error
 		isAPI := errors.As(err, &apiErr)
+		var refused *oauth2.RetrieveError
 		switch {
+		case errors.As(err, &refused):
+			// The token endpoint answered no (a spent or revoked refresh
+			// token, a wrong secret): trying again will not change that.
+			return status, err
 		case isAPI && apiErr.Status == http.StatusUnauthorized && !refreshed:
 			// One new token, one more try.
 			refreshed = true
@@ -262,12 +275,15 @@ func (c *Client) send(ctx context.Context, r request, u string) (int, *http.Resp
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
+	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
+		c.obs.APICall(r.name, 0, time.Since(start))
 		return 0, nil, fmt.Errorf("%s: %w", r.op, redactErr(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	c.obs.APICall(r.name, resp.StatusCode, time.Since(start))
 	if err != nil {
 		return resp.StatusCode, resp, fmt.Errorf("%s: read response: %w", r.op, redactErr(err))
 	}
@@ -357,7 +373,7 @@ func (o ListOptions) query() url.Values {
 // ListFiles gets one page of the listing.
 func (c *Client) ListFiles(ctx context.Context, o ListOptions) (*ListFilesResponse, error) {
 	var out ListFilesResponse
-	_, err := c.call(ctx, request{op: "list files", method: http.MethodGet, path: "/files",
+	_, err := c.call(ctx, request{name: "list_files", op: "list files", method: http.MethodGet, path: "/files",
 		query: o.query(), ok: []int{200}, out: &out})
 	return &out, err
 }

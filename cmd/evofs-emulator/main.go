@@ -49,6 +49,8 @@ func run(args []string) error {
 	fl.Float64Var(&cfg.BlobFaultRate, "blob-fault-rate", 0, "probability of an injected fault on blob requests (overrides --fault-rate)")
 	fl.StringVar(&cfg.OrgID, "org-id", "", "organisation id (default: generated once per data dir)")
 	fl.StringVar(&cfg.WorkspaceID, "workspace-id", "", "workspace id (default: generated once per data dir)")
+	fl.StringVar(&cfg.OrgName, "org-name", emulator.DefaultOrgName, "organisation name in discovery")
+	fl.StringVar(&cfg.WorkspaceName, "workspace-name", emulator.DefaultWorkspaceName, "workspace name in the workspace list")
 	fl.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fl.Parse(args); err != nil {
 		return err

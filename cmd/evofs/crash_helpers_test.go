@@ -250,7 +250,7 @@ const mountWatchdog = 4 * time.Minute
 // startMount runs `evofs mount` on a fresh mountpoint with extra flags and
 // waits until the folder is mounted. Cleanup kills the process if it still
 // runs and detaches the mount if it is still there.
-func startMount(t *testing.T, bin string, info emulator.Info, tokenFile, cacheDir string, extra ...string) *mountProc {
+func startWriteMount(t *testing.T, bin string, info emulator.Info, tokenFile, cacheDir string, extra ...string) *mountProc {
 	t.Helper()
 	mnt, err := os.MkdirTemp(t.TempDir(), "mnt")
 	if err != nil {
@@ -411,7 +411,7 @@ func (p *mountProc) waitDrained(limit time.Duration) {
 }
 
 // writeToken writes a token file atomically (a reader never sees half).
-func writeToken(t *testing.T, path, tok string) {
+func replaceToken(t *testing.T, path, tok string) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
@@ -540,7 +540,7 @@ func newEnv(t *testing.T, info emulator.Info) (bin, tokenFile, cacheDir string) 
 	bin = buildEvofs(t)
 	dir := t.TempDir()
 	tokenFile = filepath.Join(dir, "token")
-	writeToken(t, tokenFile, info.Token)
+	replaceToken(t, tokenFile, info.Token)
 	return bin, tokenFile, filepath.Join(dir, "cache")
 }
 

@@ -32,7 +32,7 @@ func TestCrashKill9WithFiftyPendingUploadsRemountFinishesThem(t *testing.T) {
 	bin, tok, cacheDir := newEnv(t, info)
 	r := newRemoteSide(t, info)
 	gate.Hold(0, opPutBlob, opPutBlock)
-	m := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
 
 	const n = 50
 	want := map[string]string{}
@@ -71,7 +71,7 @@ func TestCrashKill9WithFiftyPendingUploadsRemountFinishesThem(t *testing.T) {
 
 	gate.Open()
 	t0 := time.Now()
-	m2 := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
 	m2.waitDrained(2 * time.Minute)
 	t.Logf("the remount finished %d uploads in %s", n, time.Since(t0).Round(time.Millisecond))
 	m2.Stop()
@@ -112,7 +112,7 @@ func TestCrashKill9MidUploadResumesTheSameVersion(t *testing.T) {
 	const size, blk = 64 << 20, 8 << 20 // eight blocks
 	const before = 3                    // blocks staged before the crash
 	gate.Hold(before, opPutBlock)
-	m := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
 	b := content(64, size)
 	if err := os.Mkdir(filepath.Join(m.Dir, "survey"), 0o755); err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func TestCrashKill9MidUploadResumesTheSameVersion(t *testing.T) {
 		func() bool { return gate.Held() == 0 })
 	r.missing("survey/grid.bin")
 	gate.Open()
-	m2 := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
 	m2.waitDrained(2 * time.Minute)
 	m2.Stop()
 
@@ -176,7 +176,7 @@ func testUnmountPending(t *testing.T, mode, how string) {
 	info := emu.Info()
 	bin, tok, cacheDir := newEnv(t, info)
 	r := newRemoteSide(t, info)
-	m := startMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
 	files := map[string][]byte{
 		"pending/a.txt":  []byte("acknowledged, then unmounted\n"),
 		"pending/b.bin":  content(2, 300<<10),
@@ -228,7 +228,7 @@ func testUnmountPending(t *testing.T, mode, how string) {
 			r.missing(p)
 		}
 		gate.Open()
-		m2 := startMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
+		m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
 		m2.waitDrained(2 * time.Minute)
 		m2.Stop()
 
@@ -332,7 +332,7 @@ func TestUploadSurvivesLinkAndTokenExpiry(t *testing.T) {
 	// The mount's tokens live 2 s; a helper keeps the token file fresh, as
 	// a login agent would, and evofs re-reads it when the service refuses
 	// the one it holds.
-	writeToken(t, tok, emu.IssueToken(emulator.RoleEditor, tokenTTL))
+	replaceToken(t, tok, emu.IssueToken(emulator.RoleEditor, tokenTTL))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -345,7 +345,7 @@ func TestUploadSurvivesLinkAndTokenExpiry(t *testing.T) {
 			case <-stop:
 				return
 			case <-tick.C:
-				writeToken(t, tok, emu.IssueToken(emulator.RoleEditor, tokenTTL))
+				replaceToken(t, tok, emu.IssueToken(emulator.RoleEditor, tokenTTL))
 			}
 		}
 	}()
@@ -360,7 +360,7 @@ func TestUploadSurvivesLinkAndTokenExpiry(t *testing.T) {
 	}
 	want := sha(b)
 	b = nil
-	m := startMount(t, bin, info, tok, cacheDir)
+	m := startWriteMount(t, bin, info, tok, cacheDir)
 	// Half a second before each blob request: the 32 blocks, four at a
 	// time, take at least 4 s, longer than an upload link lives (4 s, so
 	// it is renewed after 3 s at the latest) and than two tokens live.
@@ -400,7 +400,7 @@ func TestStatusShowsPendingUploadsThenNone(t *testing.T) {
 	r := newRemoteSide(t, info)
 	gate.Hold(0, opPutBlob)
 	gate.Hold(1, opPutBlock) // one block of big.bin goes through
-	m := startMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
 
 	notes := content(5, 5000)
 	big := content(24, 24<<20) // three blocks

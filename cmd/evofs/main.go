@@ -1,12 +1,17 @@
 // Command evofs mounts a Seequent Evo workspace as a folder.
 //
-// This file only wires flags to the packages below it: see mount.go.
+// The files of this package only wire flags to the packages below it:
+// mount.go (evofs mount), login.go (login, logout and where tokens come
+// from), workspaces.go, helper.go (mount(8)'s mount.fuse.evofs),
+// config.go (environment and config file), metrics.go, log.go.
 package main
 
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -20,16 +25,42 @@ func main() {
 			}
 		}
 	}
-	root := &cobra.Command{
-		Use:           "evofs",
-		Short:         "Mount a Seequent Evo workspace as a folder",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+	var err error
+	if strings.HasPrefix(filepath.Base(os.Args[0]), "mount.") {
+		// mount(8) runs /sbin/mount.fuse.evofs SOURCE DIR -o OPTIONS.
+		err = runHelper(os.Args[1:])
+	} else {
+		err = rootCommand().Execute()
 	}
-	root.AddCommand(mountCommand(), statusCommand())
-	if err := root.Execute(); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "evofs:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
+}
+
+func rootCommand() *cobra.Command {
+	var g globalFlags
+	root := &cobra.Command{
+		Use:   "evofs",
+		Short: "Mount a Seequent Evo workspace as a folder",
+		Long: `evofs mounts a Seequent Evo workspace as a folder: sign in once with "evofs login",
+find a workspace with "evofs workspaces", then "evofs mount --workspace NAME DIR".
+
+Every flag can also be set by an environment variable, EVOFS_ and the flag's name in
+capitals with _ for - (--cache-dir: EVOFS_CACHE_DIR), or by a line "cache-dir = DIR" in
+the config file (--config, default ` + "`$XDG_CONFIG_HOME/evofs/config`" + `). A flag on the
+command line wins over the environment, which wins over the file.`,
+		Example: `  evofs login
+  evofs workspaces
+  evofs mount --hub https://350mt.api.seequent.com --workspace "Pit design" ~/evo`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnvAndConfig(cmd, g.config)
+		},
+	}
+	g.register(root)
+	root.AddCommand(mountCommand(&g), loginCommand(&g), logoutCommand(&g), workspacesCommand(&g), statusCommand(), versionCommand())
+	return root
 }

@@ -15,17 +15,6 @@ import (
 	"github.com/evofs/evofs/remote/emulator/emutest"
 )
 
-// buildEvofs builds the command once per test binary run.
-func buildEvofs(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "evofs")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func mountArgs(info emulator.Info, tokenFile, cacheDir, mnt string) []string {
 	return []string{"mount", "--hub", info.HubURL, "--org", info.OrgID, "--workspace", info.WorkspaceID,
 		"--token-file", tokenFile, "--cache-dir", cacheDir, mnt}
@@ -57,15 +46,15 @@ func TestMountRefusesBadInputWithOneClearMessage(t *testing.T) {
 		{"refused token", mountArgs(info, bad, cache, empty), "refused the token"},
 		{"missing token file", mountArgs(info, filepath.Join(dir, "none"), cache, empty), "read token file"},
 		{"bad umask", append([]string{"mount", "--umask", "9x"}, mountArgs(info, good, cache, empty)[1:]...), "--umask"},
-		{"missing flag", []string{"mount", empty}, "required flag"},
+		{"missing workspace", []string{"mount", empty}, "--workspace is required"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			var stderr bytes.Buffer
+			stderr := &logBuffer{}
 			cmd := exec.CommandContext(ctx, bin, tc.args...)
-			cmd.Stderr = &stderr
+			cmd.Stderr = stderr
 			err := cmd.Run()
 			if err == nil {
 				t.Fatal("exit 0, want a failure")
@@ -90,9 +79,9 @@ func TestMountServesAndUnmountsOnSIGTERM(t *testing.T) {
 	os.WriteFile(tok, []byte(info.Token), 0o600)
 	mnt := filepath.Join(dir, "mnt")
 	os.MkdirAll(mnt, 0o755)
-	var stderr bytes.Buffer
-	cmd := exec.Command(bin, mountArgs(info, tok, filepath.Join(dir, "cache"), mnt)...)
-	cmd.Stderr = &stderr
+	stderr := &logBuffer{}
+	cmd := exec.Command(bin, append(mountArgs(info, tok, filepath.Join(dir, "cache"), mnt), "--log-level", "debug")...)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -126,14 +115,4 @@ func TestMountServesAndUnmountsOnSIGTERM(t *testing.T) {
 	if mounted(mnt) {
 		t.Fatal("still mounted after SIGTERM")
 	}
-}
-
-func mounted(dir string) bool {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
 }

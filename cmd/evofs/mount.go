@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path"
@@ -25,37 +27,51 @@ import (
 
 type mountFlags struct {
 	hub, org, workspace  string
-	tokenFile, cacheDir  string
+	cacheDir             string
 	cacheSize            string
 	ttl                  time.Duration
 	readOnly, allowOther bool
 	uid, gid             int
 	umask                string
-	logLevel             string
 	writeBack            string
 	localOnly            []string
 	unmountWait          time.Duration
+	auth                 authFlags
+	metricsAddr          string
+	logFile              string
+	readyFD              int
 }
 
-func mountCommand() *cobra.Command {
+func mountCommand(g *globalFlags) *cobra.Command {
 	var f mountFlags
 	cmd := &cobra.Command{
 		Use:   "mount [flags] MOUNTPOINT",
 		Short: "Mount a workspace at MOUNTPOINT and serve it until unmounted",
 		Long: `Mount an Evo workspace at MOUNTPOINT (an existing empty folder) and serve it in the
 foreground until the folder is unmounted (fusermount -u MOUNTPOINT) or evofs gets
-SIGINT or SIGTERM; then it unmounts cleanly.`,
+SIGINT or SIGTERM; then it unmounts cleanly.
+
+The workspace is a name or an id. With the hub alone, discovery finds the organisation;
+with neither, discovery must know exactly one. Tokens come from --token-file, or from
+--client-id and --client-secret, or else from the login "evofs login" stored.`,
+		Example: `  evofs mount --hub https://350mt.api.seequent.com --workspace "Pit design" ~/evo
+  evofs mount --workspace 3fa85f64-5717-4562-b3fc-2c963f66afa6 --read-only ~/evo
+  EVOFS_CLIENT_SECRET=... evofs mount --client-id my-service --workspace Drilling /srv/evo`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(cmd.Context(), f, args[0])
+			err := runMount(cmd.Context(), g, f, args[0])
+			if err != nil && f.readyFD > 0 {
+				// The mount helper waits on this pipe: an error instead of "ok".
+				ready(f.readyFD, "error: "+err.Error())
+			}
+			return err
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.hub, "hub", "", "hub URL of the organisation, e.g. https://350mt.api.seequent.com (required)")
-	fl.StringVar(&f.org, "org", "", "organisation id (required)")
-	fl.StringVar(&f.workspace, "workspace", "", "workspace id (required)")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file holding an access token; re-read whenever the service refuses the token (required)")
-	fl.StringVar(&f.cacheDir, "cache-dir", "", "folder for the block cache, kept across mounts (required)")
+	fl.StringVar(&f.hub, "hub", "", "hub URL of the organisation, e.g. https://350mt.api.seequent.com (default: from discovery)")
+	fl.StringVar(&f.org, "org", "", "organisation id (default: from discovery)")
+	fl.StringVar(&f.workspace, "workspace", "", "workspace name or id (required)")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "folder for the block cache, kept across mounts (default $XDG_CACHE_HOME/evofs/ORG/WORKSPACE)")
 	fl.StringVar(&f.cacheSize, "cache-size", "10GiB", "bound on cached file data (least recently used blocks are evicted)")
 	fl.DurationVar(&f.ttl, "listing-ttl", 30*time.Second, "how long a listing of the workspace answers lookups before the next access refreshes it")
 	fl.BoolVar(&f.readOnly, "read-only", false, "mount read-only")
@@ -63,22 +79,26 @@ SIGINT or SIGTERM; then it unmounts cleanly.`,
 	fl.IntVar(&f.gid, "gid", os.Getgid(), "group of every file")
 	fl.StringVar(&f.umask, "umask", "022", "permission bits to clear from 0666 (files) and 0777 (folders), octal")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users than the mounting one access the mount (needs user_allow_other in /etc/fuse.conf unless root)")
-	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.writeBack, "write-back", "sync", "sync: close returns once the new version is committed (an upload failure is an error from close); async: close returns once the data is durably in the cache's journal and uploads run in the background (and resume at the next mount after a crash)")
 	fl.StringSliceVar(&f.localOnly, "local-only", evofs.DefaultLocalOnly, "name patterns (shell globs on the base name) of transient files kept in the cache and never uploaded; repeat or comma-separate, --local-only= for none")
 	fl.DurationVar(&f.unmountWait, "unmount-wait", 10*time.Minute, "in sync mode, how long unmounting waits for pending uploads before leaving them in the journal for the next mount")
-	for _, name := range []string{"hub", "org", "workspace", "token-file", "cache-dir"} {
-		_ = cmd.MarkFlagRequired(name)
-	}
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9567; port 0 picks one and logs it)")
+	fl.StringVar(&f.logFile, "log-file", "", "append logs to this file instead of stderr")
+	fl.IntVar(&f.readyFD, "ready-fd", 0, `write "ok" to this file descriptor once mounted (for the mount helper)`)
+	_ = fl.MarkHidden("ready-fd")
+	f.auth.register(fl, true)
 	return cmd
 }
 
-func newLogger(level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+// ready tells whoever waits on fd (the mount helper) how the mount went,
+// and closes it.
+func ready(fd int, msg string) {
+	f := os.NewFile(uintptr(fd), "ready")
+	if f == nil {
+		return
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	fmt.Fprintln(f, msg)
+	f.Close()
 }
 
 // checkMountpoint refuses a missing, non-folder or non-empty mountpoint and
@@ -125,8 +145,17 @@ func (f tokenFile) Token() (*oauth2.Token, error) {
 	return &oauth2.Token{AccessToken: tok, TokenType: "Bearer"}, nil
 }
 
-func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
-	log, err := newLogger(f.logLevel)
+func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint string) error {
+	logTo := io.Writer(os.Stderr)
+	if f.logFile != "" {
+		lf, err := os.OpenFile(f.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("--log-file: %w", err)
+		}
+		defer lf.Close()
+		logTo = lf
+	}
+	log, err := g.logger(logTo)
 	if err != nil {
 		return err
 	}
@@ -157,17 +186,33 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 	if err != nil {
 		return fmt.Errorf("--cache-size %q: %w", f.cacheSize, err)
 	}
+	if f.workspace == "" {
+		return errors.New("--workspace is required: a workspace name or id (`evofs workspaces` lists them)")
+	}
 	if mountpoint, err = filepath.Abs(mountpoint); err != nil {
 		return err
 	}
 	if err := checkMountpoint(mountpoint); err != nil {
 		return err
 	}
-	if _, err := tokenFile(f.tokenFile).Token(); err != nil {
+	ctx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	tokens, tokensFrom, err := f.auth.tokenSource(ctx, log)
+	if err != nil {
 		return err
 	}
-	client, err := remote.New(remote.Config{HubURL: f.hub, OrgID: f.org, WorkspaceID: f.workspace,
-		Tokens: tokenFile(f.tokenFile), Logger: log})
+	metrics := newMetrics()
+	platform, err := newPlatform(&f.auth, tokens, log, metrics)
+	if err != nil {
+		return err
+	}
+	t, err := resolveTarget(ctx, platform, f.hub, f.org, f.workspace)
+	if err != nil {
+		return err
+	}
+	f.hub, f.org, f.workspace = t.hub, t.org, t.workspace
+	client, err := remote.New(remote.Config{HubURL: t.hub, OrgID: t.org, WorkspaceID: t.workspace,
+		Tokens: tokens, Logger: log, Observer: metrics})
 	if err != nil {
 		return err
 	}
@@ -177,7 +222,14 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 	_, err = client.ListFiles(probeCtx, remote.ListOptions{Limit: 1})
 	cancel()
 	if err != nil {
-		return describeProbeError(f, err)
+		return describeProbeError(f, tokensFrom, err)
+	}
+	if f.cacheDir == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return fmt.Errorf("no --cache-dir and no user cache folder: %w", err)
+		}
+		f.cacheDir = filepath.Join(dir, "evofs", t.org, t.workspace)
 	}
 	if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
@@ -187,15 +239,29 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 		return fmt.Errorf("open cache in %s: %w", f.cacheDir, err)
 	}
 	defer blocks.Close()
-	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{}), blocks, evofs.Options{
+	metrics.watchCache(blocks)
+	if f.metricsAddr != "" {
+		stop, err := metrics.serve(f.metricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{Observer: metrics}), blocks, evofs.Options{
 		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log,
 		WriteBack: wb, LocalOnly: localOnly})
+	metrics.PendingUploads = func() int { return len(fsys.Pending()) }
 	defer fsys.Close()
 	srv, err := evofs.Mount(mountpoint, fsys, f.allowOther)
 	if err != nil {
 		return err
 	}
-	log.Info("mounted", "mountpoint", mountpoint, "workspace", f.workspace)
+	log.Info("mounted", "mountpoint", mountpoint, "hub", t.hub, "org", t.org, "workspace", t.workspace,
+		"name", t.name, "tokens", tokensFrom, "cache", f.cacheDir, "version", versionString())
+	if f.readyFD > 0 {
+		ready(f.readyFD, "ok")
+	}
+	notifySystemd("READY=1", log)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -203,6 +269,7 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 	go func() {
 		for sig := range sigs {
 			log.Info("unmounting", "signal", sig.String())
+			notifySystemd("STOPPING=1", log)
 			if err := srv.Unmount(); err != nil {
 				// Busy (a shell inside it, an open file): detach it now,
 				// the kernel finishes when the last user leaves.
@@ -223,11 +290,32 @@ func runMount(ctx context.Context, f mountFlags, mountpoint string) error {
 	return nil
 }
 
-func describeProbeError(f mountFlags, err error) error {
+// notifySystemd sends state to systemd when it runs evofs as a Type=notify
+// service (NOTIFY_SOCKET is set); otherwise it does nothing.
+func notifySystemd(state string, log *slog.Logger) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	if strings.HasPrefix(sock, "@") {
+		sock = "\x00" + sock[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		log.Warn("cannot notify systemd", "err", err)
+		return
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(state)); err != nil {
+		log.Warn("cannot notify systemd", "err", err)
+	}
+}
+
+func describeProbeError(f mountFlags, tokensFrom string, err error) error {
 	code := remote.ErrorCode(err)
 	switch {
 	case errors.Is(err, remote.ErrUnauthorized):
-		return fmt.Errorf("the service refused the token in %s (%s): get a new token", f.tokenFile, code)
+		return fmt.Errorf("the service refused %s (%s): get a new token (evofs login)", tokensFrom, code)
 	case errors.Is(err, remote.ErrForbidden):
 		return fmt.Errorf("no access to workspace %s (%s)", f.workspace, code)
 	case errors.Is(err, remote.ErrNotFound):

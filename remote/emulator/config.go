@@ -20,12 +20,17 @@ import (
 
 // Well-known credentials of Azurite's development account.
 const (
-	DefaultAccountName = "devstoreaccount1"
-	DefaultAccountKey  = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-	DefaultContainer   = "evofs"
-	DefaultListen      = "127.0.0.1:0"
-	DefaultLinkTTL     = 30 * time.Minute
-	DefaultTokenTTL    = time.Hour
+	DefaultAccountName   = "devstoreaccount1"
+	DefaultAccountKey    = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+	DefaultContainer     = "evofs"
+	DefaultListen        = "127.0.0.1:0"
+	DefaultLinkTTL       = 30 * time.Minute
+	DefaultTokenTTL      = time.Hour
+	DefaultOrgName       = "Emulated organisation"
+	DefaultWorkspaceName = "Emulated workspace"
+	// DiscoveryPath is where the emulator serves discovery, as the real
+	// discovery host does.
+	DiscoveryPath = "/evo/identity/v2/discovery"
 	// infoTokenTTL is the lifetime of Info.Token and Info.ViewerToken when
 	// Config.TokenTTL is not set: the whole run, in practice.
 	infoTokenTTL = 10 * 365 * 24 * time.Hour
@@ -45,6 +50,8 @@ const (
 	OpDeleteFileByPath   = "delete_file_by_path"
 	OpToken              = "token"
 	OpAuthorize          = "authorize"
+	OpDiscovery          = "discovery"
+	OpListWorkspaces     = "list_workspaces"
 	OpOther              = "other" // a request under the API prefix that matches no call
 	BlobOpGet            = "get"
 	BlobOpHead           = "head"
@@ -60,15 +67,17 @@ const (
 
 // Config says how to run the emulator. Zero values take the defaults noted.
 type Config struct {
-	Listen       string        // "127.0.0.1:0" by default
-	BlobEndpoint string        // Azurite account URL, e.g. http://127.0.0.1:10000/devstoreaccount1; required
-	AccountName  string        // default devstoreaccount1
-	AccountKey   string        // default Azurite's well-known key
-	Container    string        // default "evofs"; created if missing
-	DataDir      string        // "" = Badger in memory; else metadata survives restarts
-	OrgID        string        // "" = generated once and persisted in the store
-	WorkspaceID  string        // "" = generated once and persisted in the store
-	LinkTTL      time.Duration // SAS lifetime, default 30m
+	Listen        string        // "127.0.0.1:0" by default
+	BlobEndpoint  string        // Azurite account URL, e.g. http://127.0.0.1:10000/devstoreaccount1; required
+	AccountName   string        // default devstoreaccount1
+	AccountKey    string        // default Azurite's well-known key
+	Container     string        // default "evofs"; created if missing
+	DataDir       string        // "" = Badger in memory; else metadata survives restarts
+	OrgID         string        // "" = generated once and persisted in the store
+	WorkspaceID   string        // "" = generated once and persisted in the store
+	OrgName       string        // the organisation's display name in discovery; default DefaultOrgName
+	WorkspaceName string        // the workspace's name in the workspace list; default DefaultWorkspaceName
+	LinkTTL       time.Duration // SAS lifetime, default 30m
 	// TokenTTL is the access token lifetime, default 1h. When it is zero the
 	// tokens of Info (Token, ViewerToken) last for the whole run; when it is
 	// set they use it too.
@@ -95,6 +104,12 @@ func (c Config) withDefaults() Config {
 	if c.Container == "" {
 		c.Container = DefaultContainer
 	}
+	if c.OrgName == "" {
+		c.OrgName = DefaultOrgName
+	}
+	if c.WorkspaceName == "" {
+		c.WorkspaceName = DefaultWorkspaceName
+	}
 	if c.LinkTTL <= 0 {
 		c.LinkTTL = DefaultLinkTTL
 	}
@@ -110,8 +125,10 @@ type Info struct {
 	HubURL              string `json:"hub_url"`
 	OrgID               string `json:"org_id"`
 	WorkspaceID         string `json:"workspace_id"`
-	Token               string `json:"token"`        // editor access token
-	ViewerToken         string `json:"viewer_token"` // viewer access token
+	WorkspaceName       string `json:"workspace_name"`
+	DiscoveryURL        string `json:"discovery_url"` // {hub}/evo/identity/v2/discovery?service=evo
+	Token               string `json:"token"`         // editor access token
+	ViewerToken         string `json:"viewer_token"`  // viewer access token
 	StatsURL            string `json:"stats_url"`
 	TokenURL            string `json:"token_url"`
 	AuthorizeURL        string `json:"authorize_url"`

@@ -178,6 +178,8 @@ func (s *Server) makeInfo() Info {
 		HubURL:              s.hub,
 		OrgID:               s.org,
 		WorkspaceID:         s.ws,
+		WorkspaceName:       s.cfg.WorkspaceName,
+		DiscoveryURL:        s.hub + DiscoveryPath + "?service=evo",
 		Token:               s.issueAccess(RoleEditor, "", defaultScopes, ttl),
 		ViewerToken:         s.issueAccess(RoleViewer, "", defaultScopes, ttl),
 		StatsURL:            s.hub + "/_emulator/stats",
@@ -244,6 +246,8 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/file/", s.api(OpOther, func(w http.ResponseWriter, r *http.Request, c *caller) *apiError {
 		return errNotFound("no such resource: %s %s", r.Method, r.URL.Path)
 	}))
+	mux.Handle("GET "+DiscoveryPath, s.platform(OpDiscovery, s.discovery))
+	mux.Handle("GET /workspace/orgs/{org}/workspaces", s.platform(OpListWorkspaces, s.listWorkspaces))
 	mux.HandleFunc("POST /connect/token", s.handleToken)
 	mux.HandleFunc("GET /connect/authorize", s.handleAuthorize)
 	mux.HandleFunc("GET /_emulator/stats", s.handleStats)
