@@ -44,6 +44,10 @@ type Options struct {
 	// Logger receives warnings (store failures) and Badger's log, one
 	// level quieter. Nil discards.
 	Logger *slog.Logger
+	// Trace, when set, receives one line per step of every block fetch
+	// (see trace.go); it is flushed at Close. For diagnosing the read
+	// pipeline (EVOFS_TRACE in evofs mount); nil traces nothing.
+	Trace io.Writer
 
 	// testFault, when set, is asked before each Badger get, put and
 	// delete ("get", "put", "delete") and a non-nil result is used as
@@ -84,6 +88,7 @@ type Cache struct {
 	// nextID is the last journal id handed out.
 	nextID atomic.Uint64
 
+	trace    *tracer // nil unless Options.Trace
 	stats    counters
 	degraded atomic.Bool // the store is failing; set on a failure, cleared on the next success
 
@@ -193,6 +198,7 @@ func Open(o Options) (*Cache, error) {
 		index:      make(map[string]*list.Element),
 		lru:        list.New(),
 		inflight:   make(map[string]*fetch),
+		trace:      newTracer(o.Trace),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	err = c.initJournal()
@@ -265,6 +271,7 @@ func (c *Cache) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
+	c.trace.flush()
 	if err := c.db.Close(); err != nil {
 		return fmt.Errorf("close block cache: %w", err)
 	}
@@ -382,17 +389,20 @@ func (c *Cache) fetchOrGet(ctx context.Context, b block, dst []byte, off int64) 
 		fl, shared := c.inflight[string(b.key)], true
 		if fl == nil {
 			fl, shared = c.startFetchLocked(ctx, b), false
+			c.trace.mark(&b, "fetch demand")
 		}
 		c.mu.Unlock()
 		c.stats.misses.Add(1)
 		if shared {
 			c.stats.sharedWaits.Add(1)
 		}
+		c.trace.mark(&b, "wait")
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		c.trace.mark(&b, "woke")
 		if fl.err != nil {
 			return nil, fl.err
 		}
@@ -424,6 +434,7 @@ func (c *Cache) prefetch(b block) bool {
 	}
 	c.stats.readaheads.Add(1)
 	c.startFetchLocked(c.ctx, b)
+	c.trace.mark(&b, "fetch readahead")
 	return true
 }
 
@@ -436,6 +447,9 @@ func (c *Cache) startFetchLocked(ctx context.Context, b block) *fetch {
 	c.inflight[string(b.key)] = fl
 	c.wg.Add(1)
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if c.trace != nil {
+		fctx = context.WithValue(fctx, traceKey{}, traceMark(func(step string) { c.trace.mark(&b, step) }))
+	}
 	stop := context.AfterFunc(c.ctx, cancel)
 	go func() {
 		defer c.wg.Done()
@@ -458,6 +472,7 @@ func (c *Cache) runFetch(ctx context.Context, fl *fetch, b block) {
 	off := b.idx * c.bs
 	c.stats.fetches.Add(1)
 	n, err := b.src.FetchAt(ctx, buf, off)
+	c.trace.mark(&b, "fetched")
 	c.stats.fetchedBytes.Add(int64(n))
 	switch {
 	case err == nil && int64(n) < b.len:
@@ -480,6 +495,7 @@ func (c *Cache) runFetch(ctx context.Context, fl *fetch, b block) {
 	fl.data = buf
 	close(fl.done) // waiters go on while the block is stored
 	c.store(b.key, buf)
+	c.trace.mark(&b, "stored")
 }
 
 // store writes a fetched block, adds it to the index, takes its fetch

@@ -285,6 +285,7 @@ func (f *File) readahead() {
 		if f.c.stored(b.key) {
 			continue
 		}
+		f.c.trace.mark(&b, "want")
 		release, ok := f.acquire()
 		if !ok {
 			f.mu.Lock()
@@ -300,6 +301,7 @@ func (f *File) readahead() {
 			continue
 		}
 		b.done = release
+		f.c.trace.mark(&b, "slot")
 		if !f.c.prefetch(b) {
 			release()
 		}
