@@ -204,6 +204,16 @@ func (v *versionFetcher) FetchAt(ctx context.Context, p []byte, off int64) (int,
 	return v.fsys.blobs.ReadAt(TraceHTTP(ctx), l, p, off)
 }
 
+// FetchAtProgress lets the cache hand out each block of a multi-block
+// fetch as soon as its bytes are in.
+func (v *versionFetcher) FetchAtProgress(ctx context.Context, p []byte, off int64, progress func(int)) (int, error) {
+	l, err := v.fsys.link(ctx, v.key)
+	if err != nil {
+		return 0, err
+	}
+	return v.fsys.blobs.ReadAtProgress(TraceHTTP(ctx), l, p, off, progress)
+}
+
 // TraceHTTP adds the HTTP steps of a block fetch (connection, first byte
 // of the response) to the cache's trace when ctx is a traced fetch's.
 func TraceHTTP(ctx context.Context) context.Context {
