@@ -602,6 +602,17 @@ func (p *pipeline) acquire(n int64, abort <-chan struct{}) bool {
 	}
 }
 
+// tryAcquire takes n bytes if they are free now.
+func (p *pipeline) tryAcquire(n int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.free < n {
+		return false
+	}
+	p.free -= n
+	return true
+}
+
 func (p *pipeline) release(n int64) {
 	p.mu.Lock()
 	p.free += n

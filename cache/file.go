@@ -299,6 +299,9 @@ func (f *File) observe(off, end, last int64) {
 	}
 	f.raNext = max(f.raNext, last+1)
 	f.raEnd = max(f.raEnd, min(last+1+int64(f.window), f.nblocks))
+	if !f.raRunning {
+		f.startNowLocked()
+	}
 	if f.raNext < f.raEnd && !f.raRunning {
 		f.raRunning = f.c.goTracked(f.readahead)
 	}
@@ -318,36 +321,18 @@ func (f *File) readahead() {
 			f.mu.Unlock()
 			return
 		}
-		// Skip blocks already there; take up to f.run missing ones.
-		for f.raNext < f.raEnd && f.c.present(blockKey(f.prefix, f.raNext)) {
-			f.raNext++
-		}
-		first, gen := f.raNext, f.raGen
-		next := first
-		for next < f.raEnd && next-first < f.run && !f.c.present(blockKey(f.prefix, next)) {
-			next++
-		}
-		if next == f.raEnd && next-first < f.run && f.raEnd < f.nblocks {
-			// A short run only because the window has not moved far
-			// enough yet: wait for the reader to move it, so that every
-			// fetch but the last asks for a whole run.
+		first, next, gen, wait := f.takeRunLocked()
+		if wait {
 			f.raRunning = false
 			f.mu.Unlock()
 			return
 		}
-		f.raNext = next
 		f.mu.Unlock()
 		if first == next {
 			continue
 		}
 
-		run := make([]block, 0, next-first)
-		var bytes int64
-		for i := first; i < next; i++ {
-			run = append(run, f.block(i))
-			f.c.trace.mark(&run[len(run)-1], "want")
-			bytes += run[len(run)-1].len
-		}
+		run, bytes := f.blocks(first, next)
 		release, settled, ok := f.acquire(bytes)
 		if !ok {
 			f.mu.Lock()
@@ -370,6 +355,80 @@ func (f *File) readahead() {
 			release()
 			settled()
 		}
+	}
+}
+
+// takeRunLocked takes the next run of missing wanted blocks, [first,
+// next), skipping blocks stored or in flight. wait: the run would be short
+// only because the window has not moved far enough yet; the reader's next
+// read will move it, so that every fetch but the last asks for a whole
+// run.
+//
+// LOCKS_REQUIRED(f.mu)
+func (f *File) takeRunLocked() (first, next int64, gen uint64, wait bool) {
+	for f.raNext < f.raEnd && f.c.present(blockKey(f.prefix, f.raNext)) {
+		f.raNext++
+	}
+	first, gen = f.raNext, f.raGen
+	next = first
+	for next < f.raEnd && next-first < f.run && !f.c.present(blockKey(f.prefix, next)) {
+		next++
+	}
+	if next == f.raEnd && next-first < f.run && f.raEnd < f.nblocks {
+		return first, first, gen, true
+	}
+	f.raNext = next
+	return first, next, gen, false
+}
+
+// blocks describes blocks [first, next) and counts their bytes.
+func (f *File) blocks(first, next int64) ([]block, int64) {
+	run := make([]block, 0, next-first)
+	var bytes int64
+	for i := first; i < next; i++ {
+		run = append(run, f.block(i))
+		f.c.trace.mark(&run[len(run)-1], "want")
+		bytes += run[len(run)-1].len
+	}
+	return run, bytes
+}
+
+// startNowLocked starts the next run at once if its slots and pipeline
+// room are free, so that the reader's next read finds it in flight
+// instead of racing the readahead worker with a fetch of its own. Else
+// the worker will.
+//
+// LOCKS_REQUIRED(f.mu)
+func (f *File) startNowLocked() {
+	first, next, _, wait := f.takeRunLocked()
+	if wait || first == next {
+		return
+	}
+	run, bytes := f.blocks(first, next)
+	c := f.c
+	select {
+	case f.slots <- struct{}{}:
+	default:
+		f.raNext = first
+		return
+	}
+	select {
+	case c.raSlots <- struct{}{}:
+	default:
+		<-f.slots
+		f.raNext = first
+		return
+	}
+	if !c.pipe.tryAcquire(bytes) {
+		<-c.raSlots
+		<-f.slots
+		f.raNext = first
+		return
+	}
+	release, settled := func() { <-c.raSlots; <-f.slots }, func() { c.pipe.release(bytes) }
+	if !c.prefetchRun(run, release, settled) {
+		release()
+		settled()
 	}
 }
 
