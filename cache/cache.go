@@ -27,7 +27,7 @@ const (
 	// fetched and not yet stored, across all files of a cache: with
 	// demand fetches (one block per waiting reader) and each handle's
 	// block buffer, this is the cache's memory (see the package doc).
-	pipelineBytes = 64 << 20
+	pipelineBytes = 32 << 20
 	// maxRunBytes bounds one readahead fetch (FileOptions.FetchSize).
 	maxRunBytes = 16 << 20
 )
