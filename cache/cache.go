@@ -23,6 +23,13 @@ const (
 	// readaheadSlots bounds readahead fetches in flight across all files
 	// of a cache.
 	readaheadSlots = 16
+	// pipelineBytes bounds the bytes of readahead fetches in flight or
+	// fetched and not yet stored, across all files of a cache: with
+	// demand fetches (one block per waiting reader) and each handle's
+	// block buffer, this is the cache's memory (see the package doc).
+	pipelineBytes = 32 << 20
+	// maxRunBytes bounds one readahead fetch (FileOptions.FetchSize).
+	maxRunBytes = 16 << 20
 )
 
 // ErrClosed is returned by reads on a closed Cache.
@@ -44,6 +51,10 @@ type Options struct {
 	// Logger receives warnings (store failures) and Badger's log, one
 	// level quieter. Nil discards.
 	Logger *slog.Logger
+	// Trace, when set, receives one line per step of every block fetch
+	// (see trace.go); it is flushed at Close. For diagnosing the read
+	// pipeline (EVOFS_TRACE in evofs mount); nil traces nothing.
+	Trace io.Writer
 
 	// testFault, when set, is asked before each Badger get, put and
 	// delete ("get", "put", "delete") and a non-nil result is used as
@@ -78,12 +89,15 @@ type Cache struct {
 	wg sync.WaitGroup
 	// raSlots holds one token per readahead fetch in flight.
 	raSlots chan struct{}
+	// pipe holds the bytes of readahead fetches until they are stored.
+	pipe *pipeline
 	// kick wakes maintenance early (buffered, one pending wake-up).
 	kick chan struct{}
 
 	// nextID is the last journal id handed out.
 	nextID atomic.Uint64
 
+	trace    *tracer // nil unless Options.Trace
 	stats    counters
 	degraded atomic.Bool // the store is failing; set on a failure, cleared on the next success
 
@@ -189,12 +203,15 @@ func Open(o Options) (*Cache, error) {
 		opt: o, db: db, log: o.Logger, bs: bs, max: o.MaxBytes,
 		churnLimit: max(o.MaxBytes/8, bs),
 		raSlots:    make(chan struct{}, readaheadSlots),
+		pipe:       &pipeline{free: pipelineBytes, wake: make(chan struct{})},
 		kick:       make(chan struct{}, 1),
 		index:      make(map[string]*list.Element),
 		lru:        list.New(),
 		inflight:   make(map[string]*fetch),
+		trace:      newTracer(o.Trace),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.pipe.closed = c.ctx.Done()
 	err = c.initJournal()
 	if err == nil {
 		err = c.rebuild()
@@ -265,6 +282,7 @@ func (c *Cache) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
+	c.trace.flush()
 	if err := c.db.Close(); err != nil {
 		return fmt.Errorf("close block cache: %w", err)
 	}
@@ -324,12 +342,11 @@ func (c *Cache) goTracked(fn func()) bool {
 
 // block identifies one block of one open version.
 type block struct {
-	key  []byte
-	idx  int64
-	len  int64 // bytes in the block
-	v    *Version
-	src  Fetcher
-	done func() // called after a fetch of it ends (readahead slots); may be nil
+	key []byte
+	idx int64
+	len int64 // bytes in the block
+	v   *Version
+	src Fetcher
 }
 
 // readBlock copies bytes [off, off+len(dst)) of block b into dst: from the
@@ -381,18 +398,21 @@ func (c *Cache) fetchOrGet(ctx context.Context, b block, dst []byte, off int64) 
 		}
 		fl, shared := c.inflight[string(b.key)], true
 		if fl == nil {
-			fl, shared = c.startFetchLocked(ctx, b), false
+			c.trace.mark(&b, "fetch demand")
+			fl, shared = c.startFetchLocked(ctx, []block{b}, nil, nil)[0], false
 		}
 		c.mu.Unlock()
 		c.stats.misses.Add(1)
 		if shared {
 			c.stats.sharedWaits.Add(1)
 		}
+		c.trace.mark(&b, "wait")
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		c.trace.mark(&b, "woke")
 		if fl.err != nil {
 			return nil, fl.err
 		}
@@ -409,77 +429,196 @@ func (c *Cache) fetchOrGet(ctx context.Context, b block, dst []byte, off int64) 
 	}
 }
 
-// prefetch starts a fetch of b unless it is stored or in flight. It
-// reports whether it did; if so, b.done runs when the fetch ends.
+// prefetchRun starts one fetch of the leading blocks of run (consecutive
+// blocks of one version) that are neither stored nor in flight: it skips
+// those at its start and stops at the first one after them. It reports
+// whether it started a fetch; if so, release runs once the fetch has
+// ended (its bytes are in or it failed), and settled once its blocks are
+// stored.
 //
 // LOCKS_EXCLUDED(c.mu, c.storeMu)
-func (c *Cache) prefetch(b block) bool {
+func (c *Cache) prefetchRun(run []block, release, settled func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.inflight[string(b.key)] != nil {
+	if c.closed {
 		return false
 	}
-	if _, ok := c.index[string(b.key)]; ok {
+	missing := func(b block) bool {
+		_, stored := c.index[string(b.key)]
+		return !stored && c.inflight[string(b.key)] == nil
+	}
+	for len(run) > 0 && !missing(run[0]) {
+		run = run[1:]
+	}
+	n := 0
+	for n < len(run) && missing(run[n]) {
+		n++
+	}
+	if n == 0 {
 		return false
 	}
-	c.stats.readaheads.Add(1)
-	c.startFetchLocked(c.ctx, b)
+	run = run[:n]
+	c.stats.readaheads.Add(int64(n))
+	for i := range run {
+		c.trace.mark(&run[i], "fetch readahead")
+	}
+	c.startFetchLocked(c.ctx, run, release, settled)
 	return true
 }
 
-// startFetchLocked registers a fetch of b and starts it on a context that
-// keeps ctx's values but not its cancellation; Close cancels it.
+// startFetchLocked registers one fetch of run (consecutive blocks of one
+// version, at least one) and starts it on a context that keeps ctx's
+// values but not its cancellation; Close cancels it. release, if not nil,
+// runs once the fetch has ended, before its blocks are stored; settled,
+// if not nil, once they are.
 //
 // LOCKS_REQUIRED(c.mu); c must not be closed.
-func (c *Cache) startFetchLocked(ctx context.Context, b block) *fetch {
-	fl := &fetch{done: make(chan struct{})}
-	c.inflight[string(b.key)] = fl
+func (c *Cache) startFetchLocked(ctx context.Context, run []block, release, settled func()) []*fetch {
+	fls := make([]*fetch, len(run))
+	for i, b := range run {
+		fls[i] = &fetch{done: make(chan struct{})}
+		c.inflight[string(b.key)] = fls[i]
+	}
 	c.wg.Add(1)
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if c.trace != nil {
+		first := run[0]
+		fctx = context.WithValue(fctx, traceKey{}, traceMark(func(step string) { c.trace.mark(&first, step) }))
+	}
 	stop := context.AfterFunc(c.ctx, cancel)
 	go func() {
 		defer c.wg.Done()
 		defer cancel()
 		defer stop()
-		c.runFetch(fctx, fl, b)
-		if b.done != nil {
-			b.done()
+		c.runFetch(fctx, fls, run, release)
+		if settled != nil {
+			settled()
 		}
 	}()
-	return fl
+	return fls
 }
 
-// runFetch downloads block b, hands it (or the error) to its waiters and
-// stores it.
+// runFetch downloads run with one Fetcher call, hands each block to its
+// waiters as soon as its bytes are in (a ProgressFetcher tells; others
+// only at the end), calls release, and stores the blocks. A failure goes
+// to the waiters of every block not yet handed out.
 //
 // LOCKS_EXCLUDED(c.mu, c.storeMu)
-func (c *Cache) runFetch(ctx context.Context, fl *fetch, b block) {
-	buf := make([]byte, b.len)
-	off := b.idx * c.bs
+func (c *Cache) runFetch(ctx context.Context, fls []*fetch, run []block, release func()) {
+	// ends[i] is the end of block i in buf.
+	ends := make([]int, len(run))
+	total := 0
+	for i, b := range run {
+		total += int(b.len)
+		ends[i] = total
+	}
+	buf := make([]byte, total)
+	off := run[0].idx * c.bs
+	handed := 0 // blocks handed out
+	handOut := func(n int) {
+		for handed < len(run) && ends[handed] <= n {
+			lo, hi := ends[handed]-int(run[handed].len), ends[handed]
+			fls[handed].data = buf[lo:hi:hi]
+			c.trace.mark(&run[handed], "fetched")
+			close(fls[handed].done) // waiters go on while the block is stored
+			handed++
+		}
+	}
 	c.stats.fetches.Add(1)
-	n, err := b.src.FetchAt(ctx, buf, off)
+	var n int
+	var err error
+	if pf, ok := run[0].src.(ProgressFetcher); ok {
+		n, err = pf.FetchAtProgress(ctx, buf, off, handOut)
+	} else {
+		n, err = run[0].src.FetchAt(ctx, buf, off)
+	}
 	c.stats.fetchedBytes.Add(int64(n))
 	switch {
-	case err == nil && int64(n) < b.len:
+	case err == nil && n < total:
 		err = io.ErrUnexpectedEOF // the Fetcher broke its contract
-	case errors.Is(err, io.EOF) && int64(n) == b.len:
-		err = nil // the block ends the version
+	case errors.Is(err, io.EOF) && n == total:
+		err = nil // the run ends the version
 	case errors.Is(err, io.EOF):
 		err = io.ErrUnexpectedEOF // the remote object is shorter than the version's size
 	}
 	if err != nil {
-		c.stats.fetchErrors.Add(1)
-		fl.err = fmt.Errorf("fetch block %d (bytes %d-%d) of %s@%s: got %d bytes: %w",
-			b.idx, off, off+b.len, b.v.FileID, b.v.VersionID, n, err)
-		c.mu.Lock()
-		delete(c.inflight, string(b.key))
-		c.mu.Unlock()
-		close(fl.done)
-		return
+		n = min(n, total)
 	}
-	fl.data = buf
-	close(fl.done) // waiters go on while the block is stored
-	c.store(b.key, buf)
+	handOut(n) // the blocks read whole, even before an error
+	if err != nil {
+		c.stats.fetchErrors.Add(1)
+		c.mu.Lock()
+		for i := handed; i < len(run); i++ {
+			delete(c.inflight, string(run[i].key))
+		}
+		c.mu.Unlock()
+		for i := handed; i < len(run); i++ {
+			b := run[i]
+			lo := int64(ends[i]) - b.len
+			fls[i].err = fmt.Errorf("fetch block %d (bytes %d-%d) of %s@%s: got %d bytes: %w",
+				b.idx, off+lo, off+lo+b.len, b.v.FileID, b.v.VersionID, max(0, int64(n)-lo), err)
+			close(fls[i].done)
+		}
+	}
+	if release != nil {
+		release()
+	}
+	for i := range handed {
+		c.store(run[i].key, fls[i].data)
+		c.trace.mark(&run[i], "stored")
+	}
+}
+
+// pipeline is a byte budget: readahead takes a fetch's bytes before
+// starting it and gives them back once its blocks are stored, so fetches
+// wait, rather than memory grow, while the store lags.
+type pipeline struct {
+	closed <-chan struct{} // the cache's: acquire gives up
+
+	mu   sync.Mutex
+	free int64         // GUARDED_BY(mu)
+	wake chan struct{} // GUARDED_BY(mu): closed (and replaced) by each release
+}
+
+// acquire takes n bytes (at most the budget), waiting until abort or the
+// cache is closed.
+func (p *pipeline) acquire(n int64, abort <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		if p.free >= n {
+			p.free -= n
+			p.mu.Unlock()
+			return true
+		}
+		wake := p.wake
+		p.mu.Unlock()
+		select {
+		case <-wake:
+		case <-abort:
+			return false
+		case <-p.closed:
+			return false
+		}
+	}
+}
+
+// tryAcquire takes n bytes if they are free now.
+func (p *pipeline) tryAcquire(n int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.free < n {
+		return false
+	}
+	p.free -= n
+	return true
+}
+
+func (p *pipeline) release(n int64) {
+	p.mu.Lock()
+	p.free += n
+	close(p.wake)
+	p.wake = make(chan struct{})
+	p.mu.Unlock()
 }
 
 // store writes a fetched block, adds it to the index, takes its fetch

@@ -59,13 +59,24 @@
 // # Readahead
 //
 // A [File] tracks its reader. A read that starts within one block of where
-// the previous one ended is sequential; each sequential read that enters a
-// new block doubles the readahead window (1, 2, 4, ... up to
-// [FileOptions.Readahead] blocks). A read anywhere else resets the window
-// to zero, so random readers fetch only the blocks they touch. Readahead
-// fetches start in block order, at most [FileOptions.Parallelism] at a time
-// per file and 16 per cache, never past the version's end, and stop being
-// started when the File is closed.
+// the previous one ended is sequential; a read anywhere else closes the
+// window, so random readers fetch only the blocks they touch. Once a
+// block's worth of bytes has been read sequentially the window opens at
+// one fetch ([FileOptions.FetchSize], 16 MiB by default, at most half of
+// [FileOptions.Readahead]), and each sequential read that enters a new
+// block doubles it, up to Readahead blocks.
+//
+// Readahead fetches whole runs of consecutive blocks with one Fetcher call
+// (one ranged GET): fewer, larger requests cost the store less per byte.
+// A run is only shorter at the version's end or when blocks in it are
+// already stored or in flight. Through a [ProgressFetcher] each block of a
+// run goes to its readers as soon as its bytes are in. The read that
+// opens or moves the window starts the next run itself when its slots are
+// free, so the reader's next read finds it in flight; otherwise a worker
+// starts runs in block order, at most [FileOptions.Parallelism] at a time
+// per file and 16 per cache, never past the version's end, and stops when
+// the File is closed. A run's slots are given back when its bytes are in;
+// its blocks are then stored while the next runs fetch.
 //
 // # Failure
 //
@@ -79,6 +90,11 @@
 // # Memory
 //
 // No file is ever held in memory: the only block buffers are those of
-// fetches in flight (bounded by readers, Parallelism and the readahead
-// limits). Hits are copied straight from Badger into the reader's buffer.
+// fetches in flight or fetched and not yet stored, and each handle's last
+// block. Readahead takes a run's bytes from a 32 MiB budget per cache
+// before fetching it and gives them back once its blocks are stored, so a
+// store that lags behind the network stalls readahead instead of growing
+// memory. Demand fetches (one block per waiting reader) come on top, and a
+// handle's last block may keep its run's buffer (at most 16 MiB) alive.
+// Hits are copied straight from Badger into the reader's buffer.
 package cache

@@ -13,6 +13,11 @@ import (
 const (
 	defaultReadahead   = 8
 	defaultParallelism = 4
+	// defaultFetchSize is what one readahead request asks for. Fewer,
+	// larger requests cost the store less per byte: real Azure has a
+	// per-request latency, and Azurite hashes every range of 4 MiB or
+	// less (see docs/benchmarks.md).
+	defaultFetchSize = 16 << 20
 )
 
 var errNegativeOffset = errors.New("negative offset")
@@ -23,6 +28,17 @@ var errNegativeOffset = errors.New("negative offset")
 // return io.EOF with them.
 type Fetcher interface {
 	FetchAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// A ProgressFetcher is a Fetcher that also tells how far a fetch has got:
+// FetchAtProgress is FetchAt calling progress(n) whenever the first n
+// bytes of p are in place and final (n only grows). Readahead fetches
+// several blocks with one request; through a ProgressFetcher each block
+// reaches its readers as soon as its bytes are in, not when the last
+// block's are.
+type ProgressFetcher interface {
+	Fetcher
+	FetchAtProgress(ctx context.Context, p []byte, off int64, progress func(n int)) (int, error)
 }
 
 // Version is one immutable file version, the unit the cache keys blocks
@@ -43,6 +59,10 @@ type FileOptions struct {
 	// Parallelism bounds this file's concurrent readahead fetches, and
 	// the blocks one ReadAt fetches at once. Zero or negative means 4.
 	Parallelism int
+	// FetchSize is the most bytes one readahead fetch asks for: that many
+	// consecutive blocks (at least one, at most half of Readahead, at most
+	// 16 MiB) come with one ranged request. Zero or negative means 16 MiB.
+	FetchSize int64
 }
 
 // File reads one version through the cache. It is cheap to create (one
@@ -59,6 +79,7 @@ type File struct {
 	nblocks int64
 	maxRA   int
 	par     int
+	run     int64         // blocks per readahead fetch
 	slots   chan struct{} // one token per readahead fetch of this file in flight
 	closing chan struct{} // closed by Close
 
@@ -70,6 +91,7 @@ type File struct {
 	closed  bool  // GUARDED_BY(mu)
 	lastEnd int64 // GUARDED_BY(mu): end offset of the previous read; -1 before the first
 	window  int   // GUARDED_BY(mu): readahead window in blocks, 0 while random
+	streak  int64 // GUARDED_BY(mu): bytes read sequentially since the last jump
 	// Blocks [raNext, raEnd) are wanted ahead and not yet handed to the
 	// readahead worker. raGen changes on every jump, so the worker drops
 	// blocks it took before it.
@@ -95,10 +117,15 @@ func (c *Cache) File(v Version, src Fetcher, o FileOptions) *File {
 	if o.Parallelism <= 0 {
 		o.Parallelism = defaultParallelism
 	}
+	if o.FetchSize <= 0 {
+		o.FetchSize = defaultFetchSize
+	}
 	return &File{
 		c: c, v: v, src: src, prefix: versionPrefix(v),
 		nblocks: (v.Size + c.bs - 1) / c.bs,
 		maxRA:   o.Readahead, par: o.Parallelism,
+		// Half the window at most, so that two fetches overlap.
+		run:     max(1, min(o.FetchSize/c.bs, int64(o.Readahead/2), maxRunBytes/c.bs)),
 		slots:   make(chan struct{}, o.Parallelism),
 		closing: make(chan struct{}),
 		lastEnd: -1,
@@ -230,6 +257,14 @@ func (f *File) block(idx int64) block {
 // observe classifies a read of [off, end) ending in block last, adapts
 // the readahead window and hands new blocks to the readahead worker.
 //
+// A read that starts within a block of where the previous one ended is
+// sequential (the kernel's concurrent readahead requests arrive slightly
+// out of order); any other read closes the window. Once a block's worth
+// of bytes has been read sequentially, the window opens at one fetch
+// (FetchSize), and each sequential read that enters a new block doubles
+// it, up to Readahead blocks. So a reader of a header, or of scattered
+// ranges smaller than a block, costs only the blocks it reads.
+//
 // LOCKS_EXCLUDED(f.mu)
 func (f *File) observe(off, end, last int64) {
 	if f.maxRA <= 0 || f.nblocks <= 1 {
@@ -239,33 +274,42 @@ func (f *File) observe(off, end, last int64) {
 	defer f.mu.Unlock()
 	prev := f.lastEnd
 	f.lastEnd = end
+	if prev < 0 {
+		f.streak = end - off
+	}
 	if f.closed || prev < 0 {
 		return
 	}
 	bs := f.c.bs
-	// Within a block of the previous end is sequential: the kernel's
-	// concurrent readahead requests arrive slightly out of order.
 	if off < prev-bs || off > prev+bs {
-		f.window = 0
+		f.window, f.streak = 0, end-off
 		f.raGen++
 		f.raNext, f.raEnd = last+1, last+1
 		return
 	}
-	if last > (prev-1)/bs { // entered a new block
-		f.window = min(max(1, 2*f.window), f.maxRA)
+	f.streak += end - off
+	switch {
+	case f.window == 0 && f.streak >= bs:
+		f.window = int(f.run)
+	case f.window > 0 && last > (prev-1)/bs: // entered a new block
+		f.window = min(2*f.window, f.maxRA)
 	}
 	if f.window == 0 {
 		return
 	}
 	f.raNext = max(f.raNext, last+1)
 	f.raEnd = max(f.raEnd, min(last+1+int64(f.window), f.nblocks))
+	if !f.raRunning {
+		f.startNowLocked()
+	}
 	if f.raNext < f.raEnd && !f.raRunning {
 		f.raRunning = f.c.goTracked(f.readahead)
 	}
 }
 
-// readahead starts fetches of the wanted blocks in order, each once it
-// has a slot of this file and one of the cache, until none are left or
+// readahead starts fetches of the wanted blocks in order, up to f.run
+// blocks per fetch, each once it has a slot of this file, one of the
+// cache and room in the cache's fetch pipeline, until none are left or
 // the file is closed.
 //
 // LOCKS_EXCLUDED(f.mu)
@@ -277,15 +321,19 @@ func (f *File) readahead() {
 			f.mu.Unlock()
 			return
 		}
-		idx, gen := f.raNext, f.raGen
-		f.raNext++
+		first, next, gen, wait := f.takeRunLocked()
+		if wait {
+			f.raRunning = false
+			f.mu.Unlock()
+			return
+		}
 		f.mu.Unlock()
-
-		b := f.block(idx)
-		if f.c.stored(b.key) {
+		if first == next {
 			continue
 		}
-		release, ok := f.acquire()
+
+		run, bytes := f.blocks(first, next)
+		release, settled, ok := f.acquire(bytes)
 		if !ok {
 			f.mu.Lock()
 			f.raRunning = false
@@ -297,36 +345,129 @@ func (f *File) readahead() {
 		f.mu.Unlock()
 		if stale {
 			release()
+			settled()
 			continue
 		}
-		b.done = release
-		if !f.c.prefetch(b) {
+		for i := range run {
+			f.c.trace.mark(&run[i], "slot")
+		}
+		if !f.c.prefetchRun(run, release, settled) {
 			release()
+			settled()
 		}
 	}
 }
 
-// acquire takes a readahead slot of f and one of the cache, waiting until
-// f or the cache is closed.
-func (f *File) acquire() (release func(), ok bool) {
+// takeRunLocked takes the next run of missing wanted blocks, [first,
+// next), skipping blocks stored or in flight. wait: the run would be short
+// only because the window has not moved far enough yet; the reader's next
+// read will move it, so that every fetch but the last asks for a whole
+// run.
+//
+// LOCKS_REQUIRED(f.mu)
+func (f *File) takeRunLocked() (first, next int64, gen uint64, wait bool) {
+	for f.raNext < f.raEnd && f.c.present(blockKey(f.prefix, f.raNext)) {
+		f.raNext++
+	}
+	first, gen = f.raNext, f.raGen
+	next = first
+	for next < f.raEnd && next-first < f.run && !f.c.present(blockKey(f.prefix, next)) {
+		next++
+	}
+	if next == f.raEnd && next-first < f.run && f.raEnd < f.nblocks {
+		return first, first, gen, true
+	}
+	f.raNext = next
+	return first, next, gen, false
+}
+
+// blocks describes blocks [first, next) and counts their bytes.
+func (f *File) blocks(first, next int64) ([]block, int64) {
+	run := make([]block, 0, next-first)
+	var bytes int64
+	for i := first; i < next; i++ {
+		run = append(run, f.block(i))
+		f.c.trace.mark(&run[len(run)-1], "want")
+		bytes += run[len(run)-1].len
+	}
+	return run, bytes
+}
+
+// startNowLocked starts the next run at once if its slots and pipeline
+// room are free, so that the reader's next read finds it in flight
+// instead of racing the readahead worker with a fetch of its own. Else
+// the worker will.
+//
+// LOCKS_REQUIRED(f.mu)
+func (f *File) startNowLocked() {
+	first, next, _, wait := f.takeRunLocked()
+	if wait || first == next {
+		return
+	}
+	run, bytes := f.blocks(first, next)
+	c := f.c
+	select {
+	case f.slots <- struct{}{}:
+	default:
+		f.raNext = first
+		return
+	}
+	select {
+	case c.raSlots <- struct{}{}:
+	default:
+		<-f.slots
+		f.raNext = first
+		return
+	}
+	if !c.pipe.tryAcquire(bytes) {
+		<-c.raSlots
+		<-f.slots
+		f.raNext = first
+		return
+	}
+	release, settled := func() { <-c.raSlots; <-f.slots }, func() { c.pipe.release(bytes) }
+	if !c.prefetchRun(run, release, settled) {
+		release()
+		settled()
+	}
+}
+
+// acquire takes a readahead slot of f, one of the cache and n bytes of the
+// cache's pipeline, waiting until f or the cache is closed. release gives
+// back the slots (when the fetch ends), settled the bytes (when its blocks
+// are stored).
+func (f *File) acquire(n int64) (release, settled func(), ok bool) {
 	c := f.c
 	select {
 	case f.slots <- struct{}{}:
 	case <-f.closing:
-		return nil, false
+		return nil, nil, false
 	case <-c.ctx.Done():
-		return nil, false
+		return nil, nil, false
 	}
 	select {
 	case c.raSlots <- struct{}{}:
 	case <-f.closing:
 		<-f.slots
-		return nil, false
+		return nil, nil, false
 	case <-c.ctx.Done():
 		<-f.slots
-		return nil, false
+		return nil, nil, false
 	}
-	return func() { <-c.raSlots; <-f.slots }, true
+	if !c.pipe.acquire(n, f.closing) {
+		<-c.raSlots
+		<-f.slots
+		return nil, nil, false
+	}
+	return func() { <-c.raSlots; <-f.slots }, func() { c.pipe.release(n) }, true
+}
+
+// present reports whether key is stored or being fetched.
+func (c *Cache) present(key []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.index[string(key)]
+	return ok || c.inflight[string(key)] != nil
 }
 
 // stored reports whether key is in the index.

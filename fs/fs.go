@@ -49,6 +49,7 @@ type Files interface {
 // remote.Blobs has it.
 type BlobReader interface {
 	ReadAt(ctx context.Context, l *remote.Link, p []byte, off int64) (int, error)
+	ReadAtProgress(ctx context.Context, l *remote.Link, p []byte, off int64, progress func(n int)) (int, error)
 }
 
 // Options configures a mounted workspace.
@@ -131,7 +132,7 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 		o.Readahead = 32 // blocks: a sequential reader keeps this far ahead
 	}
 	if o.Parallelism == 0 {
-		o.Parallelism = 8
+		o.Parallelism = 4 // fetches of 16 MiB (cache.FileOptions.FetchSize)
 	}
 	if o.Umask == 0 {
 		o.Umask = 0o022

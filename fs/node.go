@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http/httptrace"
 	"sync"
 	"syscall"
 	"time"
@@ -561,5 +562,33 @@ func (v *versionFetcher) FetchAt(ctx context.Context, p []byte, off int64) (int,
 	if err != nil {
 		return 0, err
 	}
-	return v.fsys.blobs.ReadAt(ctx, l, p, off)
+	return v.fsys.blobs.ReadAt(TraceHTTP(ctx), l, p, off)
+}
+
+// FetchAtProgress lets the cache hand out each block of a multi-block
+// fetch as soon as its bytes are in.
+func (v *versionFetcher) FetchAtProgress(ctx context.Context, p []byte, off int64, progress func(int)) (int, error) {
+	l, err := v.fsys.link(ctx, v.key)
+	if err != nil {
+		return 0, err
+	}
+	return v.fsys.blobs.ReadAtProgress(TraceHTTP(ctx), l, p, off, progress)
+}
+
+// TraceHTTP adds the HTTP steps of a block fetch (connection, first byte
+// of the response) to the cache's trace when ctx is a traced fetch's.
+func TraceHTTP(ctx context.Context) context.Context {
+	if !cache.Tracing(ctx) {
+		return ctx
+	}
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(ci httptrace.GotConnInfo) {
+			if ci.Reused {
+				cache.TraceMark(ctx, "conn reused")
+			} else {
+				cache.TraceMark(ctx, "conn new")
+			}
+		},
+		GotFirstResponseByte: func() { cache.TraceMark(ctx, "first-byte") },
+	})
 }

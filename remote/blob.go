@@ -234,15 +234,36 @@ func (b *Blobs) ReadAt(ctx context.Context, l *Link, p []byte, off int64) (int, 
 	if len(p) == 0 {
 		return 0, nil
 	}
-	return b.readRange(ctx, l, p, off)
+	return b.readRange(ctx, l, p, off, nil)
+}
+
+// ReadAtProgress is ReadAt that reports its progress: it calls progress(n)
+// each time the first n bytes of p are in place and final (n only grows,
+// and a resumed response continues where the broken one stopped). A
+// caller can hand out the leading part of p before the whole range has
+// arrived. progress runs on the reading goroutine and must be quick.
+func (b *Blobs) ReadAtProgress(ctx context.Context, l *Link, p []byte, off int64, progress func(n int)) (int, error) {
+	if off < 0 {
+		return 0, &BlobError{Op: "read " + l.String(), Err: fmt.Errorf("negative offset %d", off)}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	return b.readRange(ctx, l, p, off, progress)
 }
 
 // readRange fills p from the blob at off, resuming after a dropped body
 // where it broke off. It returns io.EOF if the blob ends before p is full.
-func (b *Blobs) readRange(ctx context.Context, l *Link, p []byte, off int64) (int, error) {
+// progress, if not nil, is told how many leading bytes of p are filled.
+func (b *Blobs) readRange(ctx context.Context, l *Link, p []byte, off int64, progress func(int)) (int, error) {
 	done, failures := 0, 0
 	for done < len(p) {
-		n, eof, err := b.getRange(ctx, l, p[done:], off+int64(done))
+		var got func(int)
+		if progress != nil {
+			base := done
+			got = func(n int) { progress(base + n) }
+		}
+		n, eof, err := b.getRange(ctx, l, p[done:], off+int64(done), got)
 		done += n
 		switch {
 		case eof:
@@ -278,8 +299,9 @@ func isBodyError(err error) bool {
 
 // getRange makes one ranged GET for len(p) bytes at off and reads its body
 // into p. eof reports that the blob ends before off+len(p) (all of it that
-// exists was read); a body that breaks off returns a bodyError.
-func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64) (n int, eof bool, err error) {
+// exists was read); a body that breaks off returns a bodyError. progress,
+// if not nil, is told the bytes of p read so far as they arrive.
+func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64, progress func(int)) (n int, eof bool, err error) {
 	op := fmt.Sprintf("get %s bytes %d-%d", l.String(), off, off+int64(len(p))-1)
 	err = b.withLink(ctx, l, op, func(c *blockblob.Client) error {
 		rctx, cancel := context.WithCancel(ctx)
@@ -301,7 +323,7 @@ func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64) (n i
 		if resp.ContentLength != nil && *resp.ContentLength >= 0 {
 			want = min(want, *resp.ContentLength)
 		}
-		n, err = io.ReadFull(wd.reader(resp.Body), p[:want])
+		n, err = readFull(wd.reader(resp.Body), p[:want], progress)
 		b.cfg.Observer.BlobTransfer("get", false, int64(n), time.Since(start))
 		if err != nil {
 			return bodyError{wd.explain(redactErr(err))}
@@ -314,6 +336,29 @@ func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64) (n i
 		return n, true, nil
 	}
 	return n, eof, err
+}
+
+// readFull is io.ReadFull that reports the bytes read so far to progress
+// (if not nil) after every read that brings some.
+func readFull(r io.Reader, p []byte, progress func(int)) (int, error) {
+	if progress == nil {
+		return io.ReadFull(r, p)
+	}
+	n := 0
+	for n < len(p) {
+		k, err := r.Read(p[n:])
+		if k > 0 {
+			n += k
+			progress(n)
+		}
+		if err != nil && n < len(p) {
+			if err == io.EOF && n > 0 {
+				err = io.ErrUnexpectedEOF // as io.ReadFull
+			}
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // watchdog cancels a request that stalls: no byte of its response for
@@ -393,7 +438,7 @@ func (b *Blobs) Download(ctx context.Context, l *Link, w io.WriterAt, size int64
 
 // downloadRange copies the n bytes at off from the blob to w through buf.
 func (b *Blobs) downloadRange(ctx context.Context, l *Link, w io.WriterAt, buf []byte, off, n int64) error {
-	got, err := b.readRange(ctx, l, buf[:n], off)
+	got, err := b.readRange(ctx, l, buf[:n], off, nil)
 	if err == io.EOF {
 		return fmt.Errorf("download %s: blob ends at %d, before %d: %w",
 			l.String(), off+int64(got), off+n, io.ErrUnexpectedEOF)

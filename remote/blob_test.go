@@ -940,3 +940,48 @@ func TestBlobReadResumesBody(t *testing.T) {
 		})
 	}
 }
+
+// ReadAtProgress reports the filled prefix as it grows, across a response
+// that breaks off halfway and is resumed, and never reports bytes that are
+// not yet in place.
+func TestBlobReadAtProgress(t *testing.T) {
+	s := newTestStore(t)
+	data := randomBytes(2*mib+100, 17)
+	s.put("progress.bin", data)
+	tr := newTransport()
+	var spoiled atomic.Bool
+	tr.after = func(req *http.Request, resp *http.Response) (*http.Response, error) {
+		if req.Method == http.MethodGet && spoiled.CompareAndSwap(false, true) {
+			resp.Body = &brokenBody{rc: resp.Body, left: resp.ContentLength / 2}
+		}
+		return resp, nil
+	}
+	b := NewBlobs(BlobConfig{HTTPClient: tr.client()})
+	l := s.link("progress.bin", permRead, time.Hour)
+
+	p := make([]byte, len(data)+50) // passes the end: io.EOF with all the bytes
+	var reports []int
+	n, err := b.ReadAtProgress(t.Context(), l, p, 0, func(n int) {
+		if !bytes.Equal(p[:n], data[:n]) {
+			t.Errorf("progress(%d) before those bytes were in place", n)
+		}
+		reports = append(reports, n)
+	})
+	if n != len(data) || err != io.EOF {
+		t.Fatalf("ReadAtProgress = %d, %v; want %d, EOF", n, err, len(data))
+	}
+	if !bytes.Equal(p[:n], data) {
+		t.Fatal("wrong bytes")
+	}
+	if len(reports) < 2 || reports[len(reports)-1] != len(data) {
+		t.Fatalf("progress reports %v: want several, ending at %d", reports, len(data))
+	}
+	for i := 1; i < len(reports); i++ {
+		if reports[i] <= reports[i-1] {
+			t.Fatalf("progress went from %d to %d", reports[i-1], reports[i])
+		}
+	}
+	if len(tr.calls) != 2 {
+		t.Errorf("%d requests, want 2 (one broken, one resumed)", len(tr.calls))
+	}
+}

@@ -18,9 +18,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,6 +31,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/evofs/evofs/cache"
+	evofs "github.com/evofs/evofs/fs"
 	"github.com/evofs/evofs/remote"
 	"github.com/evofs/evofs/remote/emulator"
 )
@@ -39,6 +42,9 @@ func main() {
 	size := flag.Int64("size", gib, "bytes of the file read cold and warm")
 	rssSize := flag.Int64("rss-size", 4*gib, "bytes of the file read while watching evofs's peak RSS")
 	evofsBin := flag.String("evofs", "bin/evofs", "the evofs binary")
+	only := flag.String("only", "", "run only the no-FUSE cache+fetch read and the direct download (\"nofuse\"), for quick iterations")
+	traceFile := flag.String("trace", "", "write the cache's per-block trace of the no-FUSE read to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (client and emulator) during the no-FUSE read")
 	serveLoopback := flag.String("serve-loopback", "", "internal: serve a go-fuse loopback of DIR at the mountpoint given as argument")
 	flag.Parse()
 	if *serveLoopback != "" {
@@ -47,12 +53,15 @@ func main() {
 		}
 		return
 	}
+	if *only != "" && *only != "nofuse" {
+		log.Fatalf("--only %q: the only value is nofuse", *only)
+	}
 	if *benchReads {
-		if err := run(*size, *rssSize, *evofsBin); err != nil {
+		if err := run(*size, *rssSize, *evofsBin, *only == "nofuse", *traceFile, *cpuProfile); err != nil {
 			log.Fatal(err)
 		}
 	}
-	if *benchWrites {
+	if *benchWrites && *only == "" {
 		if err := runWrites(*evofsBin); err != nil { // write.go
 			log.Fatal(err)
 		}
@@ -82,7 +91,7 @@ type discard struct{}
 
 func (discard) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
 
-func run(size, rssSize int64, evofsBin string) error {
+func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuProfile string) error {
 	ctx := context.Background()
 	endpoint := os.Getenv("EVOFS_AZURITE_URL")
 	if endpoint == "" {
@@ -117,16 +126,38 @@ func run(size, rssSize int64, evofsBin string) error {
 	}
 
 	// Direct: a parallel azblob download of the same blob through a link.
-	start := time.Now()
+	start, cpu0, self0, az0 := time.Now(), machineCPU(), selfCPU(), azuriteCPU(endpoint)
 	if _, err := client.Download(ctx, blobs, up.FileID, discard{}); err != nil {
 		return err
 	}
-	direct := time.Since(start)
+	direct, directCPU, directSelf, directAz := time.Since(start), machineCPU()-cpu0, selfCPU()-self0, azuriteCPU(endpoint)-az0
 
 	// The cache and fetch path alone, without FUSE: what the mount could do.
-	nofuse, err := readNoFUSE(ctx, client, blobs, up.FileID, size, filepath.Join(work, "cache-nofuse"))
+	cpu0, self0, az0 = machineCPU(), selfCPU(), azuriteCPU(endpoint)
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	nofuse, err := readNoFUSE(ctx, client, blobs, up.FileID, size, filepath.Join(work, "cache-nofuse"), traceFile)
 	if err != nil {
 		return err
+	}
+	pprof.StopCPUProfile()
+	nofuseCPU, nofuseSelf, nofuseAz := machineCPU()-cpu0, selfCPU()-self0, azuriteCPU(endpoint)-az0
+	perGiB := func(cpu float64) float64 { return cpu / (float64(size) / gib) }
+	if onlyNoFUSE {
+		fmt.Printf("direct %.0f MB/s, cache+fetch path alone %.0f MB/s: %.2f×\n",
+			float64(size)/direct.Seconds()/1e6, float64(size)/nofuse.Seconds()/1e6, direct.Seconds()/nofuse.Seconds())
+		fmt.Printf("machine CPU (all processes): direct %.2f s/GiB, cache+fetch path %.2f s/GiB\n", perGiB(directCPU), perGiB(nofuseCPU))
+		fmt.Printf("  direct: bench process (client + emulator) %.2f s/GiB, Azurite %.2f s/GiB\n", perGiB(directSelf), perGiB(directAz))
+		fmt.Printf("  cache+fetch path: bench process (client + emulator) %.2f s/GiB, Azurite %.2f s/GiB\n", perGiB(nofuseSelf), perGiB(nofuseAz))
+		return nil
 	}
 
 	m := mounter{bin: evofsBin, work: work, info: info, token: tokenFile, cache: filepath.Join(work, "cache")}
@@ -161,6 +192,7 @@ func run(size, rssSize int64, evofsBin string) error {
 	fmt.Printf("\ncold / direct:   %.2f× (target ≥ 0.95)\n", direct.Seconds()/cold.Seconds())
 	fmt.Printf("warm / loopback: %.2f× (target ≥ 0.5)\n", loop.Seconds()/warm.Seconds())
 	fmt.Printf("evofs CPU, cold: %.2f s/GiB\n", coldCPU/(float64(size)/gib))
+	fmt.Printf("machine CPU (all processes): direct %.2f s/GiB, cache+fetch path alone %.2f s/GiB\n", perGiB(directCPU), perGiB(nofuseCPU))
 
 	if rssSize > 0 {
 		if _, err := client.UploadPath(ctx, blobs, "bench/rss.bin", content{rssSize}, rssSize, remote.UploadOptions{}); err != nil {
@@ -179,19 +211,30 @@ func run(size, rssSize int64, evofsBin string) error {
 
 // readNoFUSE reads a version sequentially through cache.File in 128 KiB
 // pieces, as the kernel would, with the fetcher evofs uses.
-func readNoFUSE(ctx context.Context, c *remote.Client, b *remote.Blobs, fileID string, size int64, dir string) (time.Duration, error) {
+func readNoFUSE(ctx context.Context, c *remote.Client, b *remote.Blobs, fileID string, size int64, dir, traceFile string) (time.Duration, error) {
 	d, err := c.GetFile(ctx, fileID, remote.GetOptions{})
 	if err != nil {
 		return 0, err
 	}
-	bc, err := cache.Open(cache.Options{Dir: dir, MaxBytes: 20 * gib, BlockSize: 4 << 20})
+	var trace io.Writer
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		trace = f
+	}
+	bc, err := cache.Open(cache.Options{Dir: dir, MaxBytes: 20 * gib, BlockSize: 4 << 20, Trace: trace})
 	if err != nil {
 		return 0, err
 	}
 	defer bc.Close()
 	link := remote.DownloadLink(c, d)
 	f := bc.File(cache.Version{FileID: d.FileID, VersionID: d.VersionID, Size: d.Size},
-		fetcher(func(ctx context.Context, p []byte, off int64) (int, error) { return b.ReadAt(ctx, link, p, off) }),
+		fetcher(func(ctx context.Context, p []byte, off int64) (int, error) {
+			return b.ReadAt(evofs.TraceHTTP(ctx), link, p, off)
+		}),
 		cache.FileOptions{Readahead: 32, Parallelism: 8})
 	defer f.Close()
 	buf := make([]byte, 128<<10)
@@ -368,6 +411,54 @@ func cpuSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
+}
+
+// machineCPU is the CPU seconds all processes of the machine have used so
+// far (user, nice, system, irq, softirq from /proc/stat): the emulator,
+// Azurite and the kernel share the two cores with evofs.
+func machineCPU() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var ticks float64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		if i < len(f) {
+			v, _ := strconv.ParseFloat(f[i], 64)
+			ticks += v
+		}
+	}
+	return ticks / 100 // USER_HZ
+}
+
+// selfCPU is this process's CPU seconds so far (the client side of the
+// direct download and the no-FUSE read, and the emulator).
+func selfCPU() float64 { return cpuSeconds(os.Getpid()) }
+
+// azuriteCPU is the CPU seconds so far of the Azurite serving endpoint (the
+// process whose command line names its port), or 0 if it is not found.
+func azuriteCPU(endpoint string) float64 {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Port() == "" {
+		return 0
+	}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		args := strings.Split(string(cmd), "\x00")
+		for i, a := range args {
+			if a == "--blobPort" && i+1 < len(args) && args[i+1] == u.Port() && strings.Contains(string(cmd), "node") {
+				return cpuSeconds(pid)
+			}
+		}
+	}
+	return 0
 }
 
 // procStatus reads a memory figure (VmHWM:, RssAnon:, ...) of a process's

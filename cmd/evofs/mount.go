@@ -234,7 +234,17 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	if err := os.MkdirAll(f.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
-	blocks, err := cache.Open(cache.Options{Dir: filepath.Join(f.cacheDir, "blocks"), MaxBytes: int64(cacheBytes), BlockSize: 4 << 20, Logger: log})
+	// EVOFS_TRACE=FILE writes the cache's per-block trace (docs/benchmarks.md).
+	var trace io.Writer
+	if p := os.Getenv("EVOFS_TRACE"); p != "" {
+		tf, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid()))
+		if err != nil {
+			return fmt.Errorf("EVOFS_TRACE: %w", err)
+		}
+		defer tf.Close()
+		trace = tf
+	}
+	blocks, err := cache.Open(cache.Options{Dir: filepath.Join(f.cacheDir, "blocks"), MaxBytes: int64(cacheBytes), BlockSize: 4 << 20, Logger: log, Trace: trace})
 	if err != nil {
 		return fmt.Errorf("open cache in %s: %w", f.cacheDir, err)
 	}
