@@ -64,6 +64,9 @@ type Options struct {
 	// WriteBack says whether close waits for the upload (sync, the
 	// default) or only for the journal (async).
 	WriteBack WriteBack
+	// NoEager turns off sending the full blocks of a file written front
+	// to back before its close (eager.go).
+	NoEager bool
 	// LocalOnly are base-name patterns of transient files that are never
 	// uploaded; nil means DefaultLocalOnly.
 	LocalOnly []string
@@ -85,7 +88,8 @@ type FS struct {
 	mu    sync.Mutex
 	links map[versionKey]*versionLink // GUARDED_BY(mu): versions with open handles, and their shared link
 
-	up *uploader
+	up         *uploader
+	eagerSlots chan struct{} // one token per eager block send in flight
 	// wmu guards the fields of every Local (writes.go) and the role probe.
 	// LOCK ORDERING: Local.mu, then wmu, then Workspace.mu.
 	wmu        sync.Mutex
@@ -150,6 +154,7 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 	f.root = &dirNode{fsys: f}
 	f.notify.root = &f.root.Inode
 	f.up = newUploader(f)
+	f.eagerSlots = make(chan struct{}, eagerSlots)
 	return f
 }
 

@@ -167,13 +167,19 @@ func (l *lockedWriter) String() string {
 	return l.w.String()
 }
 
-// run runs a command (never a binary on the mount) and returns its stdout.
+// run runs a command (never a binary on the mount) in dir and returns its
+// stdout.
+//
+// The command changes to dir itself, after exec: a child that touched the
+// mount between fork and exec would deadlock this process, which serves the
+// mount. Go holds syscall.ForkLock until the child execs (vfork), while the
+// server needs it for any new socket (a listing, a link) to answer the
+// child's request.
 func run(t *testing.T, dir string, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
+	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", `cd "$0" && exec "$@"`, dir, name}, args...)...)
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {

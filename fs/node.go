@@ -414,6 +414,7 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	if err != nil {
 		return uint32(n), h.fail("write", err)
 	}
+	f.noteWrite(l, off, off+int64(n))
 	return uint32(n), 0
 }
 
@@ -438,8 +439,8 @@ func (n *fileNode) truncate(ctx context.Context, size int64, h *fileHandle) sysc
 		n.fsys.wmu.Unlock()
 		if d == nil {
 			err = syscall.EIO
-		} else {
-			err = d.Truncate(ctx, size)
+		} else if err = d.Truncate(ctx, size); err == nil {
+			n.fsys.noteTruncate(l, size)
 		}
 		l.mu.Unlock()
 	}
@@ -506,27 +507,23 @@ func (n *fileNode) saveUnopened(ctx context.Context) syscall.Errno {
 var _ = (gofs.FileFlusher)((*fileHandle)(nil))
 
 // Flush is close(2): see FS.Flush.
-func (h *fileHandle) Flush(ctx context.Context) syscall.Errno {
-	l, _ := h.n.current()
-	if l == nil {
-		return 0
-	}
-	if err := h.n.fsys.Flush(ctx, l); err != nil {
-		return h.fail("close", err)
-	}
-	return 0
-}
+func (h *fileHandle) Flush(ctx context.Context) syscall.Errno { return h.save(ctx, "close") }
 
 var _ = (gofs.FileFsyncer)((*fileHandle)(nil))
 
 // Fsync uploads (sync mode) or journals durably (async mode), as close.
 func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.save(ctx, "fsync")
+}
+
+// save saves the node's local content, if any: see FS.Flush.
+func (h *fileHandle) save(ctx context.Context, op string) syscall.Errno {
 	l, _ := h.n.current()
 	if l == nil {
 		return 0
 	}
 	if err := h.n.fsys.Flush(ctx, l); err != nil {
-		return h.fail("fsync", err)
+		return h.fail(op, err)
 	}
 	return 0
 }

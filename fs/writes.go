@@ -53,6 +53,9 @@ type FileWriter interface {
 type BlobStore interface {
 	BlobReader
 	Upload(ctx context.Context, l *remote.Link, src io.ReaderAt, size int64, o remote.UploadOptions) error
+	StageBlock(ctx context.Context, l *remote.Link, off int64, src io.ReaderAt, n int64) error
+	BlockSize(size int64) int64
+	SingleShotMax() int64
 	Copy(ctx context.Context, dst, src *remote.Link) error
 }
 
@@ -80,7 +83,8 @@ type Local struct {
 	failures     int
 	lastErr      string
 	uploading    bool
-	staged       int64 // bytes staged of the upload in progress
+	staged       int64  // bytes staged of the upload in progress
+	eager        *eager // blocks sent while the content is written (eager.go)
 }
 
 // live reports whether the content is here (not finished).
@@ -244,6 +248,15 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		f.wmu.Unlock()
 	}()
 
+	f.wmu.Lock()
+	eg := l.eager
+	l.eager = nil
+	f.wmu.Unlock()
+	var pre *remote.UploadFileResponse
+	var preStaged map[int64]bool
+	if eg != nil {
+		pre, preStaged = eg.stop(d.Record(), d.Size())
+	}
 	gen := int64(d.Gen())
 	rec := d.Record()
 	if prev == nil && rec.BaseVersion != "" && rec.FileID == rec.BaseFileID {
@@ -258,7 +271,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 			return d.Update(func(r *cache.Record) { r.Pending = false })
 		}
 	}
-	up, staged, done, err := f.uploadTarget(ctx, d, rec, gen, born)
+	up, staged, done, err := f.uploadTarget(ctx, d, rec, gen, born, pre, preStaged)
 	if err != nil {
 		return err
 	}
@@ -317,41 +330,46 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 // it was started for this content (resumed where it stopped: staged holds
 // the blocks already sent; done when a crash came after its commit), else
 // a new version of the file (or a new file at the path).
-func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record, gen int64, born time.Time) (up *remote.UploadFileResponse, staged map[int64]bool, done bool, err error) {
+//
+// pre, when not nil, is the version eager staging made for this content,
+// with the blocks it staged (preStaged).
+func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record, gen int64, born time.Time,
+	pre *remote.UploadFileResponse, preStaged map[int64]bool) (up *remote.UploadFileResponse, staged map[int64]bool, done bool, err error) {
 	staged = map[int64]bool{}
-	if u := rec.Upload; u != nil && int64(u.Gen) == gen && u.VersionID != "" {
+	if u := rec.Upload; u != nil && u.VersionID != "" && (pre == nil || pre.VersionID != u.VersionID) {
+		// The version an earlier try (or eager staging) made: keep using
+		// it; its staged blocks hold this content only if it is the same
+		// generation.
 		up, err = f.files.UpdateFile(ctx, u.FileID, u.VersionID)
 		switch {
-		case errors.Is(err, remote.ErrNoUploadInProgress):
+		case errors.Is(err, remote.ErrNoUploadInProgress) && int64(u.Gen) == gen:
 			return &remote.UploadFileResponse{FileID: u.FileID, VersionID: u.VersionID}, staged, true, nil
 		case err == nil:
-			for _, off := range u.Staged {
-				staged[off] = true
+			if int64(u.Gen) == gen {
+				for _, off := range u.Staged {
+					staged[off] = true
+				}
 			}
-			return up, staged, false, nil
-		case !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone):
+			pre, preStaged = up, staged
+		case errors.Is(err, remote.ErrNoUploadInProgress), errors.Is(err, remote.ErrNotFound), errors.Is(err, remote.ErrGone):
+			// Committed with older content, or gone: a new version.
+		default:
 			return nil, nil, false, fmt.Errorf("resume upload of %s: %w", rec.Path, err)
 		}
 	}
-	if rec.FileID != "" {
-		f.warnConflict(rec, born)
-		up, err = f.files.UpdateFile(ctx, rec.FileID, "")
-		if errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone) {
-			f.log.Warn("the file was deleted remotely while written here; saving it again at its path", "path", "/"+rec.Path, "file_id", rec.FileID)
-			up, err = nil, nil
-		}
-		if err != nil {
-			return nil, nil, false, fmt.Errorf("new version of %s: %w", rec.Path, err)
-		}
+	f.warnConflict(rec, born)
+	if pre != nil {
+		up, staged = pre, preStaged
+	} else if up, err = f.newVersion(ctx, rec); err != nil {
+		return nil, nil, false, err
 	}
-	if up == nil {
-		if up, err = f.files.UpsertFileByPath(ctx, rec.Path, ""); err != nil {
-			return nil, nil, false, fmt.Errorf("new version at %s: %w", rec.Path, err)
-		}
+	var offs []int64
+	for off := range staged {
+		offs = append(offs, off)
 	}
 	err = d.Update(func(r *cache.Record) {
 		r.FileID = up.FileID
-		r.Upload = &cache.Upload{FileID: up.FileID, VersionID: up.VersionID, Gen: uint64(gen)}
+		r.Upload = &cache.Upload{FileID: up.FileID, VersionID: up.VersionID, Gen: uint64(gen), Staged: offs}
 	})
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("journal the upload of %s: %w", rec.Path, err)
@@ -359,12 +377,33 @@ func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record,
 	return up, staged, false, nil
 }
 
+// newVersion asks for a new version of the content's file (update by id),
+// or a new file at its path (upsert) when it has none or it was deleted.
+func (f *FS) newVersion(ctx context.Context, rec cache.Record) (*remote.UploadFileResponse, error) {
+	if rec.FileID != "" {
+		up, err := f.files.UpdateFile(ctx, rec.FileID, "")
+		switch {
+		case err == nil:
+			return up, nil
+		case errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone):
+			f.log.Warn("the file was deleted remotely while written here; saving it again at its path", "path", "/"+rec.Path, "file_id", rec.FileID)
+		default:
+			return nil, fmt.Errorf("new version of %s: %w", rec.Path, err)
+		}
+	}
+	up, err := f.files.UpsertFileByPath(ctx, rec.Path, "")
+	if err != nil {
+		return nil, fmt.Errorf("new version at %s: %w", rec.Path, err)
+	}
+	return up, nil
+}
+
 // warnConflict logs when the remote file got a version since the one this
 // content started from: the upload still goes in (the last writer wins).
 // Only a listing taken after the content started here can show that.
 func (f *FS) warnConflict(rec cache.Record, born time.Time) {
 	s := f.ws.Current()
-	if s == nil || rec.BaseVersion == "" || rec.FileID != rec.BaseFileID || s.Taken.Before(born) {
+	if s == nil || rec.FileID == "" || rec.BaseVersion == "" || rec.FileID != rec.BaseFileID || s.Taken.Before(born) {
 		return
 	}
 	if e := s.ByID(rec.FileID); e != nil && e.File.VersionID != rec.BaseVersion {
@@ -447,28 +486,7 @@ func (f *FS) Remove(ctx context.Context, p string, it Item) error {
 	}
 	var ids []string
 	if l := it.Local; l != nil {
-		l.mu.Lock()
-		f.wmu.Lock()
-		if l.committed != nil {
-			ids = append(ids, l.committed.File.FileID)
-		}
-		var rec cache.Record
-		if l.d != nil {
-			rec = l.d.Record()
-		}
-		if rec.FileID != "" {
-			ids = append(ids, rec.FileID)
-		}
-		ids = append(ids, rec.DeleteAfter...)
-		l.removed = true
-		f.wmu.Unlock()
-		l.mu.Unlock()
-		f.ws.mu.Lock()
-		if f.ws.ov.locals[p] == l {
-			delete(f.ws.ov.locals, p)
-		}
-		f.ws.mu.Unlock()
-		f.finish(l)
+		ids = f.discard(p, l)
 	} else if it.Entry != nil {
 		ids = append(ids, it.Entry.File.FileID)
 	}
@@ -613,7 +631,17 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 	var targetID string
 	if dstOK {
 		if l := dst.Local; l != nil {
-			targetID = f.dropForRename(to, l)
+			ids := f.discard(to, l)
+			for _, id := range ids {
+				if id != "" && targetID == "" {
+					targetID = id // the replaced content's file gets the new version
+				} else if id != "" && id != targetID {
+					// Older names of the replaced content: gone with it.
+					if err := f.files.DeleteFile(ctx, id); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+						return fmt.Errorf("delete %s, replaced by %s: %w", id, from, err)
+					}
+				}
+			}
 		} else if dst.Entry != nil {
 			targetID = dst.Entry.File.FileID
 		}
@@ -635,18 +663,27 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 	return nil
 }
 
-// dropForRename discards local content a rename replaces and returns the
-// remote file it stood for ("" for none).
-func (f *FS) dropForRename(p string, l *Local) string {
-	l.mu.Lock()
+// discard drops local content that is removed or replaced: at once, or
+// at its last close. It returns the remote files that stood for it (the
+// version it was committed as, the file it is a version of, the names it
+// was renamed from), to be deleted or replaced by the caller.
+func (f *FS) discard(p string, l *Local) []string {
+	l.mu.Lock() // an upload in progress finishes first
 	f.wmu.Lock()
-	id := ""
+	var ids []string
 	if l.committed != nil {
-		id = l.committed.File.FileID
-	} else if l.d != nil {
-		id = l.d.Record().FileID
+		ids = append(ids, l.committed.File.FileID)
+	}
+	if l.d != nil {
+		rec := l.d.Record()
+		ids = append(ids, rec.FileID)
+		ids = append(ids, rec.DeleteAfter...)
 	}
 	l.removed = true
+	if l.eager != nil {
+		l.eager.abandon()
+		l.eager = nil
+	}
 	f.wmu.Unlock()
 	l.mu.Unlock()
 	f.ws.mu.Lock()
@@ -655,7 +692,7 @@ func (f *FS) dropForRename(p string, l *Local) string {
 	}
 	f.ws.mu.Unlock()
 	f.finish(l)
-	return id
+	return ids
 }
 
 // moveLocal moves local content from one path to another. Its remote
@@ -693,14 +730,21 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 		return err
 	}
 	f.wmu.Lock()
+	if l.eager != nil {
+		l.eager.abandon() // its version is for the old place
+		l.eager = nil
+	}
 	l.path = to
 	wasTransient := l.transient
+	wasSaved := !l.dirty() // closed (saved) since its last write, if open at all
 	l.transient = transient
 	l.committed = nil
 	if !transient && (wasTransient || old != targetID || targetID == "") {
 		l.committedGen = -1 // it must be uploaded at its new place
 	}
-	queue := l.opens == 0 && l.dirty()
+	// Saved content moves now (its handles may only wait for their
+	// release); content still being written moves at its close.
+	queue := l.dirty() && (l.opens == 0 || (wasSaved && !wasTransient))
 	f.wmu.Unlock()
 	l.mu.Unlock()
 	if old != "" && old != targetID {
@@ -724,7 +768,7 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 		f.up.retryLater(l, err)
 		return err
 	}
-	f.finish(l)
+	f.finish(l) // unless it is still open
 	return nil
 }
 

@@ -558,6 +558,32 @@ func (u *upload) stage(ctx context.Context, offs []int64) error {
 	return err
 }
 
+// StageBlock sends src (n bytes) as the uncommitted block of a later
+// Upload of the same link that starts at byte off (named BlockID(off)), so a
+// writer can send blocks ahead of its close; Upload skips blocks its
+// UploadOptions.Staged reports. The block size must be the one PlanBlocks
+// gives that Upload.
+func (b *Blobs) StageBlock(ctx context.Context, l *Link, off int64, src io.ReaderAt, n int64) error {
+	op := fmt.Sprintf("put block %s at %d", l.String(), off)
+	return b.write(ctx, l, op, func(c *blockblob.Client) error {
+		start := time.Now()
+		_, err := c.StageBlock(ctx, BlockID(off), section(src, 0, n), nil)
+		if err == nil {
+			b.cfg.Observer.BlobTransfer("put_block", true, n, time.Since(start))
+		}
+		return err
+	})
+}
+
+// BlockSize is the block size of an upload of size bytes (see PlanBlocks).
+func (b *Blobs) BlockSize(size int64) int64 {
+	bs, _ := PlanBlocks(size, b.cfg.BlockSize)
+	return bs
+}
+
+// SingleShotMax is the largest upload sent as one Put Blob (no blocks).
+func (b *Blobs) SingleShotMax() int64 { return b.cfg.SingleShotMax }
+
 // stageBlock sends the block at off with Put Block and journals it.
 func (u *upload) stageBlock(ctx context.Context, off int64) error {
 	n := u.blockLen(off)

@@ -290,6 +290,9 @@ func startWriteMount(t *testing.T, bin string, info emulator.Info, tokenFile, ca
 		if t.Failed() {
 			t.Logf("evofs mount %s log:\n%s", mnt, p.Stderr.String())
 		}
+		logsMu.Lock() // TestMain checks every evofs log for secrets
+		allLogs.WriteString(p.Stderr.String())
+		logsMu.Unlock()
 	})
 	waitFor(t, 30*time.Second, func() string { return "mounted:\n" + p.Stderr.String() }, func() bool {
 		if p.exited() {

@@ -32,7 +32,7 @@ func TestCrashKill9WithFiftyPendingUploadsRemountFinishesThem(t *testing.T) {
 	bin, tok, cacheDir := newEnv(t, info)
 	r := newRemoteSide(t, info)
 	gate.Hold(0, opPutBlob, opPutBlock)
-	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async", closeTimeUpload)
 
 	const n = 50
 	want := map[string]string{}
@@ -71,7 +71,7 @@ func TestCrashKill9WithFiftyPendingUploadsRemountFinishesThem(t *testing.T) {
 
 	gate.Open()
 	t0 := time.Now()
-	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async", closeTimeUpload)
 	m2.waitDrained(2 * time.Minute)
 	t.Logf("the remount finished %d uploads in %s", n, time.Since(t0).Round(time.Millisecond))
 	m2.Stop()
@@ -112,7 +112,7 @@ func TestCrashKill9MidUploadResumesTheSameVersion(t *testing.T) {
 	const size, blk = 64 << 20, 8 << 20 // eight blocks
 	const before = 3                    // blocks staged before the crash
 	gate.Hold(before, opPutBlock)
-	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async", closeTimeUpload)
 	b := content(64, size)
 	if err := os.Mkdir(filepath.Join(m.Dir, "survey"), 0o755); err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func TestCrashKill9MidUploadResumesTheSameVersion(t *testing.T) {
 		func() bool { return gate.Held() == 0 })
 	r.missing("survey/grid.bin")
 	gate.Open()
-	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async", closeTimeUpload)
 	m2.waitDrained(2 * time.Minute)
 	m2.Stop()
 
@@ -176,7 +176,7 @@ func testUnmountPending(t *testing.T, mode, how string) {
 	info := emu.Info()
 	bin, tok, cacheDir := newEnv(t, info)
 	r := newRemoteSide(t, info)
-	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, closeTimeUpload)
 	files := map[string][]byte{
 		"pending/a.txt":  []byte("acknowledged, then unmounted\n"),
 		"pending/b.bin":  content(2, 300<<10),
@@ -228,7 +228,7 @@ func testUnmountPending(t *testing.T, mode, how string) {
 			r.missing(p)
 		}
 		gate.Open()
-		m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode)
+		m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, closeTimeUpload)
 		m2.waitDrained(2 * time.Minute)
 		m2.Stop()
 
@@ -400,7 +400,7 @@ func TestStatusShowsPendingUploadsThenNone(t *testing.T) {
 	r := newRemoteSide(t, info)
 	gate.Hold(0, opPutBlob)
 	gate.Hold(1, opPutBlock) // one block of big.bin goes through
-	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async")
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async", closeTimeUpload)
 
 	notes := content(5, 5000)
 	big := content(24, 24<<20) // three blocks
@@ -467,3 +467,9 @@ func TestStatusShowsPendingUploadsThenNone(t *testing.T) {
 		t.Errorf("%d blocks staged twice", s.BlocksRestaged)
 	}
 }
+
+// closeTimeUpload turns off sending blocks while a file is written: these
+// tests hold and count the requests of the upload that close (or the
+// background) makes. Sending ahead has tests of its own (fs: TestWriteLargeFile,
+// TestUploadSurvivesLinkAndTokenExpiry here).
+const closeTimeUpload = "--stage-ahead=false"

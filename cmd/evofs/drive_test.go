@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evofs/evofs/remote"
 	"github.com/evofs/evofs/remote/emulator"
 	"github.com/evofs/evofs/remote/emulator/emutest"
 )
@@ -162,7 +163,10 @@ func TestMountKeepsReadingAcrossFiveSecondTokens(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Another client, whose tokens renew too (they last 5 s here).
 	remoteView := newRemoteSide(t, info)
+	remoteView.client, _ = remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
+		Tokens: remote.ClientCredentials(context.Background(), info.TokenURL, info.ServiceClientID, info.ServiceClientSecret, "evo.file")})
 	for p, want := range saved {
 		if _, got := remoteView.file(p); got != want {
 			t.Errorf("%s: the remote copy differs from what was saved", p)

@@ -36,6 +36,7 @@ type mountFlags struct {
 	writeBack            string
 	localOnly            []string
 	unmountWait          time.Duration
+	stageAhead           bool
 	auth                 authFlags
 	metricsAddr          string
 	logFile              string
@@ -82,6 +83,7 @@ with neither, discovery must know exactly one. Tokens come from --token-file, or
 	fl.StringVar(&f.writeBack, "write-back", "sync", "sync: close returns once the new version is committed (an upload failure is an error from close); async: close returns once the data is durably in the cache's journal and uploads run in the background (and resume at the next mount after a crash)")
 	fl.StringSliceVar(&f.localOnly, "local-only", evofs.DefaultLocalOnly, "name patterns (shell globs on the base name) of transient files kept in the cache and never uploaded; repeat or comma-separate, --local-only= for none")
 	fl.DurationVar(&f.unmountWait, "unmount-wait", 10*time.Minute, "in sync mode, how long unmounting waits for pending uploads before leaving them in the journal for the next mount")
+	fl.BoolVar(&f.stageAhead, "stage-ahead", true, "send the full blocks of a file written front to back while it is written, so close only sends the rest")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9567; port 0 picks one and logs it)")
 	fl.StringVar(&f.logFile, "log-file", "", "append logs to this file instead of stderr")
 	fl.IntVar(&f.readyFD, "ready-fd", 0, `write "ok" to this file descriptor once mounted (for the mount helper)`)
@@ -259,7 +261,7 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	}
 	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{Observer: metrics}), blocks, evofs.Options{
 		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log,
-		WriteBack: wb, LocalOnly: localOnly})
+		WriteBack: wb, LocalOnly: localOnly, NoEager: !f.stageAhead})
 	metrics.PendingUploads = func() int { return len(fsys.Pending()) }
 	defer fsys.Close()
 	srv, err := evofs.Mount(mountpoint, fsys, f.allowOther)
