@@ -270,6 +270,13 @@ func (d *Dirty) writeLocked(ctx context.Context, p []byte, off int64) error {
 		}
 		puts = append(puts, put{idx, page})
 	}
+	var need int64
+	for _, pt := range puts {
+		need += int64(len(pt.data))
+	}
+	if err := d.c.room(need); err != nil {
+		return err
+	}
 	err := d.c.update(func(txn *badger.Txn) error {
 		if err := d.c.fault("put"); err != nil {
 			return err
@@ -344,6 +351,11 @@ func (d *Dirty) Truncate(ctx context.Context, size int64) error {
 		rec.BaseLimit = min(rec.BaseLimit, size)
 	}
 	rec.Size = size
+	if cut != nil {
+		if err := d.c.room(int64(len(cut))); err != nil {
+			return fmt.Errorf("truncate %s to %d: %w", d.rec.Path, size, err)
+		}
+	}
 	err := d.c.update(func(txn *badger.Txn) error {
 		if err := d.c.fault("put"); err != nil {
 			return err
