@@ -60,6 +60,9 @@ type Options struct {
 	// delete ("get", "put", "delete") and a non-nil result is used as
 	// that operation's error. Tests only.
 	testFault func(op string) error
+	// testFree, when set, replaces the statfs of Dir in the free-space
+	// check (space.go). Tests only.
+	testFree func() int64
 }
 
 // Cache is a persistent, size-bounded cache of blocks of immutable file

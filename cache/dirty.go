@@ -53,7 +53,20 @@ type Record struct {
 	Pending     bool     `json:"pending,omitempty"`      // closed, waiting for its upload
 	DeleteAfter []string `json:"delete_after,omitempty"` // file ids to delete once this content is committed
 	Upload      *Upload  `json:"upload,omitempty"`
+	// Unstored is the range of a write that failed (see Dirty.Unstored);
+	// nil when every write was stored.
+	Unstored *Span `json:"unstored,omitempty"`
 }
+
+// Span is a byte range [From, To).
+type Span struct {
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
+}
+
+// ErrUnstored: a write to the content failed, so the content lacks bytes
+// the application meant it to have (see Dirty.Unstored).
+var ErrUnstored = errors.New("a write to this file failed; it is not saved until that range is written again or truncated away")
 
 // Upload is an upload in progress: the version it makes and the blocks it
 // has staged, valid for content generation Gen.
@@ -81,6 +94,7 @@ type Dirty struct {
 	rec   Record          // GUARDED_BY(mu)
 	pages map[int64]int64 // GUARDED_BY(mu): stored page index -> stored length
 	gone  bool            // GUARDED_BY(mu): removed
+	cause error           // GUARDED_BY(mu): why the rec.Unstored write failed (nil after a restart)
 }
 
 // ErrRemoved is returned by a Dirty after Remove.
@@ -199,7 +213,7 @@ func (d *Dirty) Update(fn func(*Record)) error {
 	}
 	old := d.rec
 	fn(&d.rec)
-	d.rec.ID, d.rec.Size, d.rec.BaseLimit, d.rec.Gen = old.ID, old.Size, old.BaseLimit, old.Gen
+	d.rec.ID, d.rec.Size, d.rec.BaseLimit, d.rec.Gen, d.rec.Unstored = old.ID, old.Size, old.BaseLimit, old.Gen, old.Unstored
 	if err := d.c.update(func(txn *badger.Txn) error { return d.putRecord(txn) }); err != nil {
 		d.rec = old
 		return fmt.Errorf("journal %s: %w", d.rec.Path, err)
@@ -233,11 +247,56 @@ func (d *Dirty) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 			chunk = chunk[:lim]
 		}
 		if err := d.writeLocked(ctx, chunk, start); err != nil {
-			return n, fmt.Errorf("write %s at %d: %w", d.rec.Path, start, err)
+			err = fmt.Errorf("write %s at %d: %w", d.rec.Path, start, err)
+			d.unstoredLocked(off, off+int64(len(p)), err)
+			return n, err
 		}
 		n += len(chunk)
 	}
+	if u := d.rec.Unstored; u != nil && off <= u.From && off+int64(len(p)) >= u.To {
+		d.setUnstoredLocked(nil, nil)
+	}
 	return n, nil
+}
+
+// Unstored returns nil, or an error (ErrUnstored, wrapping why the write
+// failed when known) when a write failed and its range has not been
+// written again nor truncated away since. A failed write may have stored
+// part of its bytes, and its application was told it failed: such content
+// must not become a version.
+func (d *Dirty) Unstored() error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	u := d.rec.Unstored
+	if u == nil {
+		return nil
+	}
+	if d.cause != nil {
+		return fmt.Errorf("%s: bytes %d to %d: %w (%w)", d.rec.Path, u.From, u.To, ErrUnstored, d.cause)
+	}
+	return fmt.Errorf("%s: bytes %d to %d: %w", d.rec.Path, u.From, u.To, ErrUnstored)
+}
+
+// unstoredLocked records a failed write of [from, to).
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) unstoredLocked(from, to int64, cause error) {
+	u := &Span{From: from, To: to}
+	if old := d.rec.Unstored; old != nil {
+		u.From, u.To = min(u.From, old.From), max(u.To, old.To)
+	}
+	d.setUnstoredLocked(u, cause)
+}
+
+// setUnstoredLocked sets the unstored range and journals it (best effort:
+// the content is refused for uploads in memory either way).
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) setUnstoredLocked(u *Span, cause error) {
+	d.rec.Unstored, d.cause = u, cause
+	if err := d.c.update(func(txn *badger.Txn) error { return d.putRecord(txn) }); err != nil {
+		d.c.log.Warn("journal the range of a failed write failed", "path", "/"+d.rec.Path, "err", err)
+	}
 }
 
 // writeLocked stores one chunk in one transaction.
@@ -269,6 +328,13 @@ func (d *Dirty) writeLocked(ctx context.Context, p []byte, off int64) error {
 			copy(page[lo-start:], p[lo-off:hi-off])
 		}
 		puts = append(puts, put{idx, page})
+	}
+	var need int64
+	for _, pt := range puts {
+		need += int64(len(pt.data))
+	}
+	if err := d.c.room(need); err != nil {
+		return err
 	}
 	err := d.c.update(func(txn *badger.Txn) error {
 		if err := d.c.fault("put"); err != nil {
@@ -344,6 +410,15 @@ func (d *Dirty) Truncate(ctx context.Context, size int64) error {
 		rec.BaseLimit = min(rec.BaseLimit, size)
 	}
 	rec.Size = size
+	clearsUnstored := rec.Unstored != nil && size <= rec.Unstored.From
+	if clearsUnstored {
+		rec.Unstored = nil // the failed write's range is gone
+	}
+	if cut != nil {
+		if err := d.c.room(int64(len(cut))); err != nil {
+			return fmt.Errorf("truncate %s to %d: %w", d.rec.Path, size, err)
+		}
+	}
 	err := d.c.update(func(txn *badger.Txn) error {
 		if err := d.c.fault("put"); err != nil {
 			return err
@@ -366,6 +441,9 @@ func (d *Dirty) Truncate(ctx context.Context, size int64) error {
 		return fmt.Errorf("truncate %s to %d: %w", d.rec.Path, size, err)
 	}
 	d.rec = rec
+	if clearsUnstored {
+		d.cause = nil
+	}
 	for _, idx := range drop {
 		delete(d.pages, idx)
 	}

@@ -64,6 +64,11 @@ var (
 	errCorrupt = errors.New("stored block has the wrong length")
 )
 
+// vlogFileSize is the size of one value-log file.
+func vlogFileSize(bs, maxBytes int64) int64 {
+	return min(max(maxBytes/16, minVlogFile, 4*bs), maxVlogFile)
+}
+
 // badgerOptions tunes Badger for a block cache (see the package doc).
 func badgerOptions(dir string, bs, maxBytes int64, log *slog.Logger) badger.Options {
 	o := badger.DefaultOptions(dir).
@@ -71,7 +76,7 @@ func badgerOptions(dir string, bs, maxBytes int64, log *slog.Logger) badger.Opti
 		WithValueThreshold(valueThreshold).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(3).
-		WithValueLogFileSize(min(max(maxBytes/16, minVlogFile, 4*bs), maxVlogFile)).
+		WithValueLogFileSize(vlogFileSize(bs, maxBytes)).
 		WithCompression(options.None). // blocks are often compressed already; values in the log never are
 		WithBlockCacheSize(0).         // uncompressed tables are read straight from mmap
 		WithChecksumVerificationMode(options.OnBlockRead).
@@ -258,6 +263,9 @@ func (c *Cache) put(key, data []byte) error {
 	if err := c.fault("put"); err != nil {
 		return err
 	}
+	if err := c.room(int64(len(data))); err != nil {
+		return err
+	}
 	return c.db.Update(func(txn *badger.Txn) error { return txn.Set(key, data) })
 }
 
@@ -331,6 +339,11 @@ func (c *Cache) reclaim() error {
 		}
 	}
 	for c.ctx.Err() == nil {
+		// A rewrite copies what is live of a value-log file (at most
+		// half of it) to the end of the log before the file goes.
+		if c.room(vlogFileSize(c.bs, c.max)/2) != nil {
+			return nil
+		}
 		err := c.db.RunValueLogGC(gcDiscardRatio)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
 			return nil

@@ -99,6 +99,9 @@ func (u *uploader) retryLater(l *Local, err error) {
 	if errors.Is(err, context.Canceled) && u.ctx.Err() != nil {
 		return // stopping: the journal keeps it
 	}
+	if errors.Is(err, cache.ErrUnstored) {
+		return // only a write or truncate can fix it; the next close tries again
+	}
 	wait := min(retryMin<<min(n-1, 10), retryMax)
 	u.mu.Lock()
 	defer u.mu.Unlock()

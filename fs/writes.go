@@ -239,6 +239,10 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		f.wmu.Unlock()
 		return nil
 	}
+	if err := l.d.Unstored(); err != nil {
+		f.wmu.Unlock()
+		return err // never a version without the bytes of a failed write
+	}
 	d, p, prev, born := l.d, l.path, l.committed, l.born
 	l.uploading, l.staged = true, 0
 	f.wmu.Unlock()
