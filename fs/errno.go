@@ -17,6 +17,11 @@ func errno(log *slog.Logger, op, path string, err error) syscall.Errno {
 		return 0
 	}
 	e := toErrno(err)
+	// A bare errno is an answer (ENOTEMPTY, EEXIST, EACCES of the role
+	// probe...), not a failure to report.
+	if bare, ok := err.(syscall.Errno); ok && bare == e {
+		return e
+	}
 	if e != syscall.EINTR {
 		log.Error(op+" failed", "path", path, "code", remote.ErrorCode(err), "errno", e.Error(), "err", err)
 	}

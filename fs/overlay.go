@@ -86,7 +86,7 @@ func (w *Workspace) statLocked(s *Snapshot, p string) (Item, bool) {
 		return Item{Name: name, Ino: l.ino, Local: l}, true
 	}
 	pt, patched := o.patches[p]
-	if patched && pt.e != nil {
+	if patched && pt.e != nil && o.hiddenIDs[pt.e.File.FileID] == 0 {
 		return Item{Name: name, Ino: pt.e.Ino, Entry: pt.e}, true
 	}
 	if e := s.Lookup(p); e != nil && !(patched && pt.dir == e.Dir) {

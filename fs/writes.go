@@ -754,6 +754,7 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 	if old != "" && old != targetID {
 		f.ws.hideID(old, 1)
 	}
+	f.ws.setPatch(from, nil, false) // also over a version committed there before
 	f.ws.mu.Lock()
 	if f.ws.ov.locals[from] == l {
 		delete(f.ws.ov.locals, from)
