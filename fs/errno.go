@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"syscall"
 
 	"github.com/evofs/evofs/remote"
@@ -33,6 +34,10 @@ func toErrno(err error) syscall.Errno {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return syscall.EINTR
+	case errors.As(err, new(*net.OpError)), errors.As(err, new(*net.DNSError)):
+		// The service cannot be reached (refused, reset, unreachable):
+		// the errno inside is the socket's, not one for a file.
+		return syscall.EIO
 	case errors.As(err, &se):
 		return se
 	case errors.Is(err, remote.ErrNotFound), errors.Is(err, remote.ErrGone):

@@ -47,6 +47,7 @@ type mountConfig struct {
 	readOnly bool
 	async    bool   // --write-back=async
 	token    string // "" = the editor's
+	hub      string // the File API's URL; "" = the emulator's (a proxy in front of it otherwise)
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -54,12 +55,18 @@ func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
 }
 
 func newClientAs(t testing.TB, emu *emulator.Server, token string) *remote.Client {
+	return newClientVia(t, emu, emu.Info().HubURL, token)
+}
+
+// newClientVia is a client of emu's workspace that calls the File API at
+// hub.
+func newClientVia(t testing.TB, emu *emulator.Server, hub, token string) *remote.Client {
 	t.Helper()
 	info := emu.Info()
 	if token == "" {
 		token = info.Token
 	}
-	c, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
+	c, err := remote.New(remote.Config{HubURL: hub, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
 		Tokens: remote.StaticToken(token)})
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +84,9 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 	}
 	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClientAs(t, emu, cfg.token),
 		Blobs: remote.NewBlobs(remote.BlobConfig{}), Logs: &lockedWriter{w: &bytes.Buffer{}}}
+	if cfg.hub != "" {
+		m.Client = newClientVia(t, emu, cfg.hub, cfg.token)
+	}
 	logs := m.Logs
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c, err := cache.Open(cache.Options{Dir: cfg.cacheDir, MaxBytes: 1 << 30, Logger: log})
