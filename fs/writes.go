@@ -756,6 +756,9 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 	}
 	f.ws.ov.locals[to] = l
 	f.ws.mu.Unlock()
+	// The old path is gone, including the version this content was
+	// committed as there (a patch would show it until the next listing).
+	f.ws.setPatch(from, nil, false)
 	f.keepFolder(parentPath(from))
 	if !queue {
 		return nil // the last close uploads it
