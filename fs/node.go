@@ -424,25 +424,36 @@ func (h *fileHandle) truncate(ctx context.Context, size int64) syscall.Errno {
 }
 
 func (n *fileNode) truncate(ctx context.Context, size int64, h *fileHandle) syscall.Errno {
-	var l *Local
 	var err error
-	if h != nil {
-		l, err = h.local(ctx)
-	} else {
-		l, err = n.localFor(ctx)
-	}
-	if err == nil {
+	// Content no handle keeps open (a truncate of a path) may be finished
+	// by its background upload between localFor and l.mu: then it is a
+	// committed version, and the truncate starts new content over it.
+	for try := 0; ; try++ {
+		var l *Local
+		if h != nil {
+			l, err = h.local(ctx)
+		} else {
+			l, err = n.localFor(ctx)
+		}
+		if err != nil {
+			break
+		}
 		l.mu.Lock()
 		n.fsys.wmu.Lock()
 		d := l.d
 		l.mtime = time.Now()
 		n.fsys.wmu.Unlock()
+		if d == nil && h == nil && try < 3 {
+			l.mu.Unlock()
+			continue
+		}
 		if d == nil {
 			err = syscall.EIO
 		} else if err = d.Truncate(ctx, size); err == nil {
 			n.fsys.noteTruncate(l, size)
 		}
 		l.mu.Unlock()
+		break
 	}
 	if err != nil {
 		return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
