@@ -192,6 +192,23 @@ func (n *fileNode) current() (*Local, *Entry) {
 	return nil, e
 }
 
+// moved makes the node version e, the copy a rename made of its remote
+// version (local content that is finished is forgotten: e replaces the
+// version it was committed as).
+func (n *fileNode) moved(e *Entry) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.e = e
+	if n.l != nil {
+		n.fsys.wmu.Lock()
+		live := n.l.live()
+		n.fsys.wmu.Unlock()
+		if !live {
+			n.l = nil
+		}
+	}
+}
+
 var _ = (gofs.NodeGetattrer)((*fileNode)(nil))
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
