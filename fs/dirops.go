@@ -180,8 +180,9 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if err := f.Rename(ctx, from, to, src, dst, dstOK); err != nil {
 		return errno(f.log, "rename", "/"+from+" -> /"+to, err)
 	}
-	if !src.Dir && src.Local == nil {
-		// A remote version was copied to a new version at the target and
+	if !src.Dir {
+		// A remote version (or local content its upload finished
+		// meanwhile) was copied to a new version at the target and
 		// deleted: the node go-fuse moves there is that new version now
 		// (the old one can no longer be read, nor written over).
 		if ch := n.GetChild(name); ch != nil {
