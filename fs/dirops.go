@@ -180,6 +180,19 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if err := f.Rename(ctx, from, to, src, dst, dstOK); err != nil {
 		return errno(f.log, "rename", "/"+from+" -> /"+to, err)
 	}
+	if !src.Dir {
+		// A remote version (or local content its upload finished
+		// meanwhile) was copied to a new version at the target and
+		// deleted: the node go-fuse moves there is that new version now
+		// (the old one can no longer be read, nor written over).
+		if ch := n.GetChild(name); ch != nil {
+			if fn, ok := ch.Operations().(*fileNode); ok {
+				if it, ok, err := f.ws.Stat(ctx, to); err == nil && ok && it.Entry != nil {
+					fn.moved(it.Entry)
+				}
+			}
+		}
+	}
 	return 0
 }
 

@@ -192,6 +192,23 @@ func (n *fileNode) current() (*Local, *Entry) {
 	return nil, e
 }
 
+// moved makes the node version e, the copy a rename made of its remote
+// version (local content that is finished is forgotten: e replaces the
+// version it was committed as).
+func (n *fileNode) moved(e *Entry) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.e = e
+	if n.l != nil {
+		n.fsys.wmu.Lock()
+		live := n.l.live()
+		n.fsys.wmu.Unlock()
+		if !live {
+			n.l = nil
+		}
+	}
+}
+
 var _ = (gofs.NodeGetattrer)((*fileNode)(nil))
 
 func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -424,25 +441,36 @@ func (h *fileHandle) truncate(ctx context.Context, size int64) syscall.Errno {
 }
 
 func (n *fileNode) truncate(ctx context.Context, size int64, h *fileHandle) syscall.Errno {
-	var l *Local
 	var err error
-	if h != nil {
-		l, err = h.local(ctx)
-	} else {
-		l, err = n.localFor(ctx)
-	}
-	if err == nil {
+	// Content no handle keeps open (a truncate of a path) may be finished
+	// by its background upload between localFor and l.mu: then it is a
+	// committed version, and the truncate starts new content over it.
+	for try := 0; ; try++ {
+		var l *Local
+		if h != nil {
+			l, err = h.local(ctx)
+		} else {
+			l, err = n.localFor(ctx)
+		}
+		if err != nil {
+			break
+		}
 		l.mu.Lock()
 		n.fsys.wmu.Lock()
 		d := l.d
 		l.mtime = time.Now()
 		n.fsys.wmu.Unlock()
+		if d == nil && h == nil && try < 3 {
+			l.mu.Unlock()
+			continue
+		}
 		if d == nil {
 			err = syscall.EIO
 		} else if err = d.Truncate(ctx, size); err == nil {
 			n.fsys.noteTruncate(l, size)
 		}
 		l.mu.Unlock()
+		break
 	}
 	if err != nil {
 		return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)

@@ -164,6 +164,12 @@ func (f *FS) baseFile(fileID, versionID string, size int64) (*cache.File, versio
 // journaled before it returns, and puts it in the overlay.
 func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
 	l := &Local{ino: ino, path: p, transient: f.isLocalOnly(baseName(p)), committedGen: -1, mtime: time.Now(), born: time.Now()}
+	// No path: the node was unlinked while open. Its content lives for
+	// its open handles only, never uploaded, dropped at the last close.
+	unlinked := p == ""
+	if unlinked {
+		l.transient, l.removed = true, true
+	}
 	rec := cache.Record{Path: p, Local: l.transient}
 	var br cache.BaseReader
 	if base != nil {
@@ -180,7 +186,9 @@ func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
 		return nil, err
 	}
 	l.d = d
-	f.ws.addLocal(l)
+	if !unlinked {
+		f.ws.addLocal(l)
+	}
 	return l, nil
 }
 
@@ -761,6 +769,9 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 	}
 	f.ws.ov.locals[to] = l
 	f.ws.mu.Unlock()
+	// The old path is gone, including the version this content was
+	// committed as there (a patch would show it until the next listing).
+	f.ws.setPatch(from, nil, false)
 	f.keepFolder(parentPath(from))
 	if !queue {
 		return nil // the last close uploads it
