@@ -101,7 +101,7 @@ func TestWriteFullCacheDiskENOSPC(t *testing.T) {
 }
 
 // poll waits for cond, failing the test after limit.
-func poll(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func pollFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -137,7 +137,7 @@ func TestWriteConflictWarning(t *testing.T) {
 	// A marker uploaded after their version: once the mount lists it, its
 	// snapshot (taken after our writes began) has their version too.
 	upload(t, other, m.Blobs, "shared/marker.txt", strings.NewReader("m"), 1)
-	poll(t, 30*time.Second, "the mount to list marker.txt", func() bool {
+	pollFor(t, 30*time.Second, "the mount to list marker.txt", func() bool {
 		_, err := os.Stat(filepath.Join(m.Dir, "shared/marker.txt"))
 		return err == nil
 	})
@@ -345,7 +345,7 @@ func TestWriteAsyncCopyIn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	poll(t, 2*time.Minute, "the background uploads", func() bool { return len(m.FS.Pending()) == 0 })
+	pollFor(t, 2*time.Minute, "the background uploads", func() bool { return len(m.FS.Pending()) == 0 })
 	for i := 0; i < n; i++ {
 		p := fmt.Sprintf("batch/f%02d.bin", i)
 		if d, b := remoteFile(t, m, p); sum(b) != sum(content(i)) {
