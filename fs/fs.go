@@ -25,6 +25,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -240,6 +241,11 @@ func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
 	// Parallel block fetches of one file share one call.
 	v, err, _ := f.linkCalls.Do(k.fileID+"@"+k.versionID, func() (any, error) {
 		d, err := f.files.GetFile(ctx, k.fileID, remote.GetOptions{VersionID: k.versionID})
+		if errors.Is(err, remote.ErrGone) {
+			// Deleted while a handle is open on it (unlink, or the delete
+			// after a rename's copy): POSIX lets open handles read on.
+			d, err = f.files.GetFile(ctx, k.fileID, remote.GetOptions{VersionID: k.versionID, Deleted: true})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("get download link: %w", err)
 		}

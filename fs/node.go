@@ -281,15 +281,27 @@ func (n *fileNode) localFor(ctx context.Context) (*Local, error) {
 		}
 		n.fsys.wmu.Unlock()
 	}
-	l, err := n.fsys.newLocal(n.Path(nil), base, n.StableAttr().Ino)
+	l, err := n.fsys.newLocal(n.linkedPath(), base, n.StableAttr().Ino)
 	if err != nil {
 		return nil, err
 	}
 	n.fsys.wmu.Lock()
 	l.opens = n.opens
 	n.fsys.wmu.Unlock()
+	n.e = base // what the node is, should this content end unchanged
 	n.l = l
 	return l, nil
+}
+
+// linkedPath is the node's path, or "" when it is no longer in the tree
+// (unlinked, or replaced by a rename over it) and lives only for its open
+// handles.
+func (n *fileNode) linkedPath() string {
+	name, parent := n.Parent()
+	if parent == nil || parent.GetChild(name) != &n.Inode {
+		return ""
+	}
+	return n.Path(nil)
 }
 
 var _ = (gofs.NodeOpener)((*fileNode)(nil))

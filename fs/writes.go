@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -316,6 +317,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		}
 	}
 	e := committedEntry(p, up.FileID, up.VersionID, size)
+	f.claim(up.FileID)
 	for _, id := range rec.DeleteAfter {
 		if id == up.FileID {
 			continue
@@ -387,6 +389,33 @@ func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record,
 		return nil, nil, false, fmt.Errorf("journal the upload of %s: %w", rec.Path, err)
 	}
 	return up, staged, false, nil
+}
+
+// claim takes a file id out of the deletes other content waits to make:
+// content moved away from a path leaves its old file there until it is
+// committed at its new place, and an upsert at that path meanwhile makes
+// a new version of that very file, which now holds this content.
+func (f *FS) claim(id string) {
+	f.ws.mu.Lock()
+	hidden := f.ws.ov.hiddenIDs[id] > 0
+	delete(f.ws.ov.hiddenIDs, id)
+	f.ws.mu.Unlock()
+	if !hidden {
+		return
+	}
+	for _, l := range f.allLocals() {
+		f.wmu.Lock()
+		d := l.d
+		f.wmu.Unlock()
+		if d == nil || !slices.Contains(d.Record().DeleteAfter, id) {
+			continue
+		}
+		if err := d.Update(func(r *cache.Record) {
+			r.DeleteAfter = slices.DeleteFunc(r.DeleteAfter, func(x string) bool { return x == id })
+		}); err != nil {
+			f.log.Warn("journal a claimed file failed", "file_id", id, "err", err)
+		}
+	}
 }
 
 // newVersion asks for a new version of the content's file (update by id),
@@ -662,7 +691,7 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 		return f.moveLocal(ctx, from, to, l, targetID)
 	}
 	if src.Entry == nil {
-		return syscall.ENOENT
+		return fmt.Errorf("rename %s: neither local content nor a remote version: %w", from, syscall.ENOENT)
 	}
 	if err := f.copyVersion(ctx, src.Entry, to, targetID); err != nil {
 		return err
@@ -718,7 +747,7 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 	if !live {
 		l.mu.Unlock()
 		if committed == nil {
-			return syscall.ENOENT
+			return fmt.Errorf("rename %s: its content was dropped: %w", from, syscall.ENOENT)
 		}
 		// Finished meanwhile: it is a remote version now.
 		return f.renameFile(ctx, from, to, Item{Entry: committed}, Item{}, false)
@@ -835,6 +864,7 @@ func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID string) erro
 	if err != nil {
 		return fmt.Errorf("copy %s to %s: %w", e.Path, p, err)
 	}
+	f.claim(up.FileID)
 	f.ws.setPatch(p, committedEntry(p, up.FileID, up.VersionID, e.File.Size), false)
 	f.landed(p)
 	return nil
