@@ -89,6 +89,8 @@ type FS struct {
 	mu    sync.Mutex
 	links map[versionKey]*versionLink // GUARDED_BY(mu): versions with open handles, and their shared link
 
+	deleted map[string]bool // GUARDED_BY(mu): files this mount deleted
+
 	up         *uploader
 	eagerSlots chan struct{} // one token per eager block send in flight
 	// wmu guards the fields of every Local (writes.go) and the role probe.
@@ -157,6 +159,28 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 	f.up = newUploader(f)
 	f.eagerSlots = make(chan struct{}, eagerSlots)
 	return f
+}
+
+// deleteFile deletes a file by id, remembering that this mount did (see
+// link); a file already gone counts as deleted.
+func (f *FS) deleteFile(ctx context.Context, id string) error {
+	f.mu.Lock()
+	if f.deleted == nil {
+		f.deleted = map[string]bool{}
+	}
+	f.deleted[id] = true
+	f.mu.Unlock()
+	err := f.files.DeleteFile(ctx, id)
+	if errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone) {
+		return nil
+	}
+	return err
+}
+
+func (f *FS) deletedHere(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.deleted[id]
 }
 
 // Start loads what the journal holds from an earlier run (local folders,
@@ -241,9 +265,10 @@ func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
 	// Parallel block fetches of one file share one call.
 	v, err, _ := f.linkCalls.Do(k.fileID+"@"+k.versionID, func() (any, error) {
 		d, err := f.files.GetFile(ctx, k.fileID, remote.GetOptions{VersionID: k.versionID})
-		if errors.Is(err, remote.ErrGone) {
-			// Deleted while a handle is open on it (unlink, or the delete
-			// after a rename's copy): POSIX lets open handles read on.
+		if errors.Is(err, remote.ErrGone) && f.deletedHere(k.fileID) {
+			// Deleted by this mount while a handle is open on it (unlink,
+			// or the delete after a rename's copy): POSIX lets open
+			// handles read on. A file deleted elsewhere reads ENOENT.
 			d, err = f.files.GetFile(ctx, k.fileID, remote.GetOptions{VersionID: k.versionID, Deleted: true})
 		}
 		if err != nil {

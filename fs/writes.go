@@ -322,7 +322,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		if id == up.FileID {
 			continue
 		}
-		if err := f.files.DeleteFile(ctx, id); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+		if err := f.deleteFile(ctx, id); err != nil {
 			f.log.Warn("delete the file a rename replaced failed", "path", "/"+p, "file_id", id, "code", remote.ErrorCode(err), "err", err)
 		}
 	}
@@ -538,7 +538,7 @@ func (f *FS) Remove(ctx context.Context, p string, it Item) error {
 			continue
 		}
 		seen[id] = true
-		if err := f.files.DeleteFile(ctx, id); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+		if err := f.deleteFile(ctx, id); err != nil {
 			return fmt.Errorf("delete %s: %w", p, err)
 		}
 	}
@@ -678,7 +678,7 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 					targetID = id // the replaced content's file gets the new version
 				} else if id != "" && id != targetID {
 					// Older names of the replaced content: gone with it.
-					if err := f.files.DeleteFile(ctx, id); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+					if err := f.deleteFile(ctx, id); err != nil {
 						return fmt.Errorf("delete %s, replaced by %s: %w", id, from, err)
 					}
 				}
@@ -696,7 +696,7 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 	if err := f.copyVersion(ctx, src.Entry, to, targetID); err != nil {
 		return err
 	}
-	if err := f.files.DeleteFile(ctx, src.Entry.File.FileID); err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
+	if err := f.deleteFile(ctx, src.Entry.File.FileID); err != nil {
 		return fmt.Errorf("delete %s after copying it to %s: %w", from, to, err)
 	}
 	f.ws.setPatch(from, nil, false)
