@@ -87,32 +87,58 @@ func (c content) ReadAt(p []byte, off int64) (int, error) {
 	return int(n), nil
 }
 
+// benchRig is an emulator on the Azurite of EVOFS_AZURITE_URL, a client
+// of it, and a scratch folder.
+type benchRig struct {
+	work   string
+	emu    *emulator.Server
+	info   emulator.Info
+	client *remote.Client
+}
+
+func newRig(ctx context.Context, container, prefix string) (*benchRig, error) {
+	endpoint := os.Getenv("EVOFS_AZURITE_URL")
+	if endpoint == "" {
+		return nil, errors.New("EVOFS_AZURITE_URL is not set: run under contrib/azurite/run (make bench does)")
+	}
+	work, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, err
+	}
+	emu, err := emulator.Start(ctx, emulator.Config{BlobEndpoint: endpoint, Container: container})
+	if err != nil {
+		os.RemoveAll(work)
+		return nil, err
+	}
+	info := emu.Info()
+	client, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
+		Tokens: remote.StaticToken(info.Token)})
+	if err != nil {
+		emu.Close()
+		os.RemoveAll(work)
+		return nil, err
+	}
+	return &benchRig{work: work, emu: emu, info: info, client: client}, nil
+}
+
+func (r *benchRig) close() {
+	r.emu.Close()
+	os.RemoveAll(r.work)
+}
+
 type discard struct{}
 
 func (discard) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
 
 func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuProfile string) error {
 	ctx := context.Background()
+	rig, err := newRig(ctx, "bench", "evofs-bench-")
+	if err != nil {
+		return err
+	}
+	defer rig.close()
+	work, info, client := rig.work, rig.info, rig.client
 	endpoint := os.Getenv("EVOFS_AZURITE_URL")
-	if endpoint == "" {
-		return errors.New("EVOFS_AZURITE_URL is not set: run under contrib/azurite/run (make bench does)")
-	}
-	work, err := os.MkdirTemp("", "evofs-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	emu, err := emulator.Start(ctx, emulator.Config{BlobEndpoint: endpoint, Container: "bench"})
-	if err != nil {
-		return err
-	}
-	defer emu.Close()
-	info := emu.Info()
-	client, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
-		Tokens: remote.StaticToken(info.Token)})
-	if err != nil {
-		return err
-	}
 	blobs := remote.NewBlobs(remote.BlobConfig{})
 	tokenFile := filepath.Join(work, "token")
 	if err := os.WriteFile(tokenFile, []byte(info.Token), 0o600); err != nil {

@@ -100,26 +100,12 @@ type wbench struct {
 
 func runWrites(evofsBin string) error {
 	ctx := context.Background()
-	endpoint := os.Getenv("EVOFS_AZURITE_URL")
-	if endpoint == "" {
-		return errors.New("EVOFS_AZURITE_URL is not set: run under contrib/azurite/run (make bench does)")
-	}
-	work, err := os.MkdirTemp("", "evofs-wbench-")
+	rig, err := newRig(ctx, "bench-write", "evofs-wbench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	emu, err := emulator.Start(ctx, emulator.Config{BlobEndpoint: endpoint, Container: "bench-write"})
-	if err != nil {
-		return err
-	}
-	defer emu.Close()
-	info := emu.Info()
-	client, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
-		Tokens: remote.StaticToken(info.Token)})
-	if err != nil {
-		return err
-	}
+	defer rig.close()
+	work, emu, info, client := rig.work, rig.emu, rig.info, rig.client
 	b := &wbench{bin: evofsBin, work: work, info: info, emu: emu, client: client,
 		// The same blob settings as `evofs mount` (8 MiB blocks, 4 in flight).
 		blobs: remote.NewBlobs(remote.BlobConfig{}),
