@@ -225,7 +225,9 @@ func TestFaultSoakCopiesInAndOut(t *testing.T) {
 	emu.SetFaults(0, 0)
 	emu.SetLatency(0, 0)
 	bad.check(t)
-	if st.Faults.API == 0 || st.Faults.Blob == 0 {
+	// With ~130 requests at 10%, no fault at all has odds of about 1e-6;
+	// either kind alone being spared is far likelier (0.2% for blobs).
+	if st.Faults.API+st.Faults.Blob == 0 {
 		t.Errorf("faults struck %d API and %d blob requests: the soak tested nothing", st.Faults.API, st.Faults.Blob)
 	}
 	apiCalls := 0
