@@ -305,7 +305,7 @@ type PendingUpload struct {
 func (f *FS) Pending() []PendingUpload {
 	locals := f.allLocals()
 	f.wmu.Lock()
-	var out []PendingUpload
+	out := []PendingUpload{} // "pending": [] in JSON when none
 	for _, l := range locals {
 		if !l.dirty() {
 			continue
