@@ -239,12 +239,8 @@ func (x *fsx) run(ops int) {
 		x.closeHandle(0)
 	}
 	if x.async {
-		deadline := time.Now().Add(2 * time.Minute)
-		for len(x.m.FS.Pending()) > 0 {
-			if time.Now().After(deadline) {
-				x.fail("uploads still pending after 2 minutes: %+v", x.m.FS.Pending())
-			}
-			time.Sleep(20 * time.Millisecond)
+		if !waitUntil(2*time.Minute, func() bool { return len(x.m.FS.Pending()) == 0 }) {
+			x.fail("uploads still pending after 2 minutes: %+v", x.m.FS.Pending())
 		}
 	} else if p := x.m.FS.Pending(); len(p) > 0 {
 		x.fail("sync mode: every handle is closed, yet uploads are pending: %+v", p)

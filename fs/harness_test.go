@@ -159,6 +159,24 @@ func watchdog(t *testing.T, dir string, limit time.Duration) *time.Timer {
 	})
 }
 
+// waitUntil polls cond until it holds (true) or limit passes (false).
+func waitUntil(limit time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// poll waits for cond, failing the test with what() after limit.
+func poll(t *testing.T, limit time.Duration, what func() string, cond func() bool) {
+	t.Helper()
+	if !waitUntil(limit, cond) {
+		t.Fatalf("after %s: %s", limit, what())
+	}
+}
+
 // lockedWriter is a log sink safe for the FUSE server's goroutines.
 type lockedWriter struct {
 	mu sync.Mutex

@@ -325,11 +325,10 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	n.opens++
 	if n.l != nil {
 		n.fsys.localOpened(n.l)
-		h.counted = n.l
 	}
 	n.mu.Unlock()
 	if flags&syscall.O_TRUNC != 0 {
-		if eno := h.truncate(ctx, 0); eno != 0 {
+		if eno := n.truncate(ctx, 0, true); eno != 0 {
 			h.Release(ctx)
 			return nil, 0, eno
 		}
@@ -349,9 +348,8 @@ type fileHandle struct {
 	ver    *cache.File // reads of the remote version current at open (nil: local at open)
 	verKey versionKey
 
-	mu      sync.Mutex
-	counted *Local          // GUARDED_BY(mu): the Local whose opens count this handle
-	logged  map[string]bool // GUARDED_BY(mu): errors already logged (the kernel retries a failed page read)
+	mu     sync.Mutex
+	logged map[string]bool // GUARDED_BY(mu): errors already logged (the kernel retries a failed page read)
 }
 
 func (h *fileHandle) openVersion(e *Entry) {
@@ -382,22 +380,6 @@ func (h *fileHandle) fail(op string, err error) syscall.Errno {
 	return errno(h.n.fsys.log, op, "/"+h.n.Path(nil), err)
 }
 
-// local returns the node's local content for a change, counting this
-// handle among its opens.
-func (h *fileHandle) local(ctx context.Context) (*Local, error) {
-	l, err := h.n.localFor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.counted != l {
-		// localFor counted every handle of the node, this one included.
-		h.counted = l
-	}
-	return l, nil
-}
-
 var _ = (gofs.FileReader)((*fileHandle)(nil))
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -420,7 +402,7 @@ var _ = (gofs.FileWriter)((*fileHandle)(nil))
 
 // Write puts the bytes in the cache (not in memory) before it returns.
 func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	l, err := h.local(ctx)
+	l, err := h.n.localFor(ctx) // counts this handle among its opens
 	if err != nil {
 		return 0, h.fail("write", err)
 	}
@@ -447,24 +429,16 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	return uint32(n), 0
 }
 
-// truncate sets the length of the local content.
-func (h *fileHandle) truncate(ctx context.Context, size int64) syscall.Errno {
-	return h.n.truncate(ctx, size, h)
-}
-
-func (n *fileNode) truncate(ctx context.Context, size int64, h *fileHandle) syscall.Errno {
+// truncate sets the length of the local content; opened says whether a
+// handle of the node asks (ftruncate, O_TRUNC), not a path.
+func (n *fileNode) truncate(ctx context.Context, size int64, opened bool) syscall.Errno {
 	var err error
 	// Content no handle keeps open (a truncate of a path) may be finished
 	// by its background upload between localFor and l.mu: then it is a
 	// committed version, and the truncate starts new content over it.
 	for try := 0; ; try++ {
 		var l *Local
-		if h != nil {
-			l, err = h.local(ctx)
-		} else {
-			l, err = n.localFor(ctx)
-		}
-		if err != nil {
+		if l, err = n.localFor(ctx); err != nil {
 			break
 		}
 		l.mu.Lock()
@@ -472,7 +446,7 @@ func (n *fileNode) truncate(ctx context.Context, size int64, h *fileHandle) sysc
 		d := l.d
 		l.mtime = time.Now()
 		n.fsys.wmu.Unlock()
-		if d == nil && h == nil && try < 3 {
+		if d == nil && !opened && try < 3 {
 			l.mu.Unlock()
 			continue
 		}
@@ -502,11 +476,11 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 		if err := n.fsys.writableFor(ctx, n.Path(nil)); err != nil {
 			return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
 		}
-		h, _ := fh.(*fileHandle)
-		if eno := n.truncate(ctx, int64(size), h); eno != 0 {
+		_, opened := fh.(*fileHandle)
+		if eno := n.truncate(ctx, int64(size), opened); eno != 0 {
 			return eno
 		}
-		if h == nil {
+		if !opened {
 			// truncate(2) of a path: no close follows, so it saves now.
 			if eno := n.saveUnopened(ctx); eno != 0 {
 				return eno

@@ -16,19 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poll calls cond until it holds or limit passes; then it fails the test
-// with what().
-func poll(t *testing.T, limit time.Duration, what func() string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", limit, what())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // dropPageCache makes the kernel forget the pages it holds of path, so
 // that the next read reaches evofs (and its block cache) again.
 func dropPageCache(t *testing.T, path string) {

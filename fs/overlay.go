@@ -39,25 +39,81 @@ type patch struct {
 	seq uint64
 }
 
-// overlay is kept in the Workspace under its mu.
+// overlay is kept in the Workspace under its mu. Its maps change only
+// through the methods below, which keep implied in step.
 type overlay struct {
 	locals    map[string]*Local
 	patches   map[string]patch
 	dirs      map[string]bool
 	hiddenIDs map[string]int
 	seq       uint64 // counts completed changes
+	// implied counts, for each folder, the locals, patched versions and
+	// local folders under it: the folders the overlay makes exist.
+	implied map[string]int
 }
 
 func newOverlay() overlay {
 	return overlay{locals: map[string]*Local{}, patches: map[string]patch{},
-		dirs: map[string]bool{}, hiddenIDs: map[string]int{}}
+		dirs: map[string]bool{}, hiddenIDs: map[string]int{}, implied: map[string]int{}}
+}
+
+// imply adds n to the count of every folder above p.
+func (o *overlay) imply(p string, n int) {
+	for d := parentPath(p); d != ""; d = parentPath(d) {
+		if o.implied[d] += n; o.implied[d] <= 0 {
+			delete(o.implied, d)
+		}
+	}
+}
+
+func (o *overlay) putLocal(p string, l *Local) {
+	if o.locals[p] == nil {
+		o.imply(p, 1)
+	}
+	o.locals[p] = l
+}
+
+// dropLocal takes l from p, unless p holds other content by now.
+func (o *overlay) dropLocal(p string, l *Local) {
+	if o.locals[p] == l {
+		delete(o.locals, p)
+		o.imply(p, -1)
+	}
+}
+
+func (o *overlay) putPatch(p string, pt patch) {
+	o.dropPatch(p)
+	o.patches[p] = pt
+	if pt.e != nil {
+		o.imply(p, 1)
+	}
+}
+
+func (o *overlay) dropPatch(p string) {
+	if old, ok := o.patches[p]; ok {
+		delete(o.patches, p)
+		if old.e != nil {
+			o.imply(p, -1)
+		}
+	}
+}
+
+func (o *overlay) setDir(p string, on bool) {
+	switch {
+	case on && !o.dirs[p]:
+		o.dirs[p] = true
+		o.imply(p, 1)
+	case !on && o.dirs[p]:
+		delete(o.dirs, p)
+		o.imply(p, -1)
+	}
 }
 
 // expire drops the patches a listing started after seq shows by itself.
 func (o *overlay) expire(seq uint64) {
 	for p, pt := range o.patches {
 		if pt.seq <= seq {
-			delete(o.patches, p)
+			o.dropPatch(p)
 		}
 	}
 }
@@ -106,25 +162,7 @@ func (w *Workspace) statLocked(s *Snapshot, p string) (Item, bool) {
 // impliesDirLocked: something of the overlay lives under p.
 //
 // LOCKS_REQUIRED(w.mu)
-func (w *Workspace) impliesDirLocked(p string) bool {
-	pre := p + "/"
-	for k := range w.ov.locals {
-		if strings.HasPrefix(k, pre) {
-			return true
-		}
-	}
-	for k, pt := range w.ov.patches {
-		if pt.e != nil && strings.HasPrefix(k, pre) {
-			return true
-		}
-	}
-	for k := range w.ov.dirs {
-		if strings.HasPrefix(k, pre) {
-			return true
-		}
-	}
-	return false
-}
+func (w *Workspace) impliesDirLocked(p string) bool { return w.ov.implied[p] > 0 }
 
 // List returns a folder's items sorted by name, or ok false when path is
 // not a folder.
@@ -176,7 +214,22 @@ func (w *Workspace) List(ctx context.Context, path string) (items []Item, ok boo
 func (w *Workspace) addLocal(l *Local) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.ov.locals[l.path] = l
+	w.ov.putLocal(l.path, l)
+}
+
+// dropLocal takes a local file from p (if it is still there).
+func (w *Workspace) dropLocal(p string, l *Local) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ov.dropLocal(p, l)
+}
+
+// moveLocal moves a local file from one path to another.
+func (w *Workspace) moveLocal(from, to string, l *Local) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ov.dropLocal(from, l)
+	w.ov.putLocal(to, l)
 }
 
 // setPatch records a completed change of path (e nil: gone; dir: a folder).
@@ -184,7 +237,7 @@ func (w *Workspace) setPatch(path string, e *Entry, dir bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.ov.seq++
-	w.ov.patches[path] = patch{e: e, dir: dir, seq: w.ov.seq}
+	w.ov.putPatch(path, patch{e: e, dir: dir, seq: w.ov.seq})
 }
 
 // hideID hides (n=1) or shows again (n=-1) a remote file by id.
@@ -199,18 +252,19 @@ func (w *Workspace) hideID(id string, n int) {
 	}
 }
 
-// setDir marks or unmarks a local folder.
-func (w *Workspace) setDir(path string, on bool) {
+// setDir marks or unmarks a local folder and reports whether that changed
+// anything.
+func (w *Workspace) setDir(path string, on bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if on {
-		w.ov.dirs[path] = true
 		if pt, ok := w.ov.patches[path]; ok && pt.e == nil {
-			delete(w.ov.patches, path)
+			w.ov.dropPatch(path) // made again after an rmdir
 		}
-	} else {
-		delete(w.ov.dirs, path)
 	}
+	changed := w.ov.dirs[path] != on
+	w.ov.setDir(path, on)
+	return changed
 }
 
 // localDirsUnder lists local folder marks at or under path.

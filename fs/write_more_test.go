@@ -100,18 +100,6 @@ func TestWriteFullCacheDiskENOSPC(t *testing.T) {
 	}
 }
 
-// poll waits for cond, failing the test after limit.
-func pollFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestWriteConflictWarning: a file written here while another client
 // saves a new version of it: the last writer (this close) wins, and one
 // warning names the base version and the other client's.
@@ -137,7 +125,7 @@ func TestWriteConflictWarning(t *testing.T) {
 	// A marker uploaded after their version: once the mount lists it, its
 	// snapshot (taken after our writes began) has their version too.
 	upload(t, other, m.Blobs, "shared/marker.txt", strings.NewReader("m"), 1)
-	pollFor(t, 30*time.Second, "the mount to list marker.txt", func() bool {
+	poll(t, 30*time.Second, func() string { return "the mount to list marker.txt" }, func() bool {
 		_, err := os.Stat(filepath.Join(m.Dir, "shared/marker.txt"))
 		return err == nil
 	})
@@ -345,7 +333,7 @@ func TestWriteAsyncCopyIn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pollFor(t, 2*time.Minute, "the background uploads", func() bool { return len(m.FS.Pending()) == 0 })
+	poll(t, 2*time.Minute, func() string { return "the background uploads" }, func() bool { return len(m.FS.Pending()) == 0 })
 	for i := 0; i < n; i++ {
 		p := fmt.Sprintf("batch/f%02d.bin", i)
 		if d, b := remoteFile(t, m, p); sum(b) != sum(content(i)) {

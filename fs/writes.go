@@ -252,8 +252,8 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		f.wmu.Unlock()
 		return err // never a version without the bytes of a failed write
 	}
-	d, p, prev, born := l.d, l.path, l.committed, l.born
-	l.uploading, l.staged = true, 0
+	d, p, prev, born, eg := l.d, l.path, l.committed, l.born, l.eager
+	l.uploading, l.staged, l.eager = true, 0, nil
 	f.wmu.Unlock()
 	defer func() {
 		f.wmu.Lock()
@@ -261,10 +261,6 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		f.wmu.Unlock()
 	}()
 
-	f.wmu.Lock()
-	eg := l.eager
-	l.eager = nil
-	f.wmu.Unlock()
 	var pre *remote.UploadFileResponse
 	var preStaged map[int64]bool
 	if eg != nil {
@@ -456,13 +452,11 @@ func (f *FS) warnConflict(rec cache.Record, born time.Time) {
 // landed forgets the local marks of a path's folders: a file is in them now.
 func (f *FS) landed(p string) {
 	for d := parentPath(p); d != ""; d = parentPath(d) {
-		for _, m := range f.ws.localDirsUnder(d) {
-			if m == d {
-				f.ws.setDir(d, false)
-				if err := f.cache.SetLocalDir(d, false); err != nil {
-					f.log.Warn("forget local folder failed", "path", "/"+d, "err", err)
-				}
-			}
+		if !f.ws.setDir(d, false) {
+			continue
+		}
+		if err := f.cache.SetLocalDir(d, false); err != nil {
+			f.log.Warn("forget local folder failed", "path", "/"+d, "err", err)
 		}
 	}
 }
@@ -507,11 +501,7 @@ func (f *FS) finish(l *Local) {
 	f.releaseBase(l)
 	f.wmu.Unlock()
 	if !removed {
-		f.ws.mu.Lock()
-		if f.ws.ov.locals[p] == l {
-			delete(f.ws.ov.locals, p)
-		}
-		f.ws.mu.Unlock()
+		f.ws.dropLocal(p, l)
 	}
 	if err := d.Remove(); err != nil {
 		f.log.Warn("drop local content failed", "path", "/"+p, "err", err)
@@ -564,7 +554,9 @@ func (f *FS) keepFolder(d string) {
 	if d == "" {
 		return
 	}
-	f.ws.setDir(d, true)
+	if !f.ws.setDir(d, true) {
+		return // marked already (and so recorded)
+	}
 	if err := f.cache.SetLocalDir(d, true); err != nil {
 		f.log.Warn("record local folder failed", "path", "/"+d, "err", err)
 	}
@@ -727,11 +719,7 @@ func (f *FS) discard(p string, l *Local) []string {
 	}
 	f.wmu.Unlock()
 	l.mu.Unlock()
-	f.ws.mu.Lock()
-	if f.ws.ov.locals[p] == l {
-		delete(f.ws.ov.locals, p)
-	}
-	f.ws.mu.Unlock()
+	f.ws.dropLocal(p, l)
 	f.finish(l)
 	return ids
 }
@@ -792,12 +780,7 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 		f.ws.hideID(old, 1)
 	}
 	f.ws.setPatch(from, nil, false) // also over a version committed there before
-	f.ws.mu.Lock()
-	if f.ws.ov.locals[from] == l {
-		delete(f.ws.ov.locals, from)
-	}
-	f.ws.ov.locals[to] = l
-	f.ws.mu.Unlock()
+	f.ws.moveLocal(from, to, l)
 	// The old path is gone, including the version this content was
 	// committed as there (a patch would show it until the next listing).
 	f.ws.setPatch(from, nil, false)

@@ -212,31 +212,13 @@ func waitFor(t *testing.T, limit time.Duration, what func() string, cond func() 
 	}
 }
 
-// lockedBuf collects a child's stderr.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // mountProc is `evofs mount` in a child process.
 type mountProc struct {
 	t      *testing.T
 	bin    string
 	Dir    string // the mountpoint
 	cmd    *exec.Cmd
-	Stderr *lockedBuf
+	Stderr *logBuffer
 	done   chan struct{}
 	err    error // the exit, once done is closed
 	dog    *time.Timer
@@ -258,7 +240,7 @@ func startWriteMount(t *testing.T, bin string, info emulator.Info, tokenFile, ca
 	}
 	args := append([]string{"mount", "--log-level", "debug"}, extra...)
 	args = append(args, mountArgs(info, tokenFile, cacheDir, mnt)[1:]...)
-	p := &mountProc{t: t, bin: bin, Dir: mnt, Stderr: &lockedBuf{}, done: make(chan struct{})}
+	p := &mountProc{t: t, bin: bin, Dir: mnt, Stderr: &logBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stderr = p.Stderr
 	if err := p.cmd.Start(); err != nil {
@@ -290,9 +272,6 @@ func startWriteMount(t *testing.T, bin string, info emulator.Info, tokenFile, ca
 		if t.Failed() {
 			t.Logf("evofs mount %s log:\n%s", mnt, p.Stderr.String())
 		}
-		logsMu.Lock() // TestMain checks every evofs log for secrets
-		allLogs.WriteString(p.Stderr.String())
-		logsMu.Unlock()
 	})
 	waitFor(t, 30*time.Second, func() string { return "mounted:\n" + p.Stderr.String() }, func() bool {
 		if p.exited() {
@@ -564,7 +543,7 @@ func holdOpen(t *testing.T, path, text string) (closeIt func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuf
+	var stderr logBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
