@@ -79,7 +79,9 @@ type Cache struct {
 	db  *badger.DB
 	log *slog.Logger
 	bs  int64 // block size
-	max int64 // MaxBytes
+	// chunk is the size of the values a block is stored as.
+	chunk int64
+	max   int64 // MaxBytes
 	// churnLimit: evicted bytes after which maintenance is woken.
 	churnLimit int64
 
@@ -203,7 +205,7 @@ func Open(o Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		opt: o, db: db, log: o.Logger, bs: bs, max: o.MaxBytes,
+		opt: o, db: db, log: o.Logger, bs: bs, chunk: min(bs, chunkBytes), max: o.MaxBytes,
 		churnLimit: max(o.MaxBytes/8, bs),
 		raSlots:    make(chan struct{}, readaheadSlots),
 		pipe:       &pipeline{free: pipelineBytes, wake: make(chan struct{})},
@@ -250,7 +252,7 @@ func openDB(o Options, bs int64) (*badger.DB, int64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
 		}
-		stored, err := readConfig(db)
+		stored, format, err := readConfig(db)
 		switch {
 		case err == nil && stored == 0:
 			err = writeConfig(db, bs)
@@ -263,6 +265,8 @@ func openDB(o Options, bs int64) (*badger.DB, int64, error) {
 			db.Close()
 			bs = stored
 			continue
+		case err == nil && format < formatVersion:
+			err = upgrade(db, bs)
 		}
 		if err != nil {
 			db.Close()

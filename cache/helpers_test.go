@@ -215,7 +215,7 @@ func (s *source) fetchedBlocks(bs int64) map[int64]bool {
 // stored and its evictions done).
 func quiesce(t testing.TB, c *Cache) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "fetches to finish", func() bool {
+	waitFor(t, time.Minute, "fetches to finish", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.inflight) == 0
@@ -225,7 +225,7 @@ func quiesce(t testing.TB, c *Cache) {
 // settle waits until c has no fetch in flight and f no readahead worker.
 func settle(t testing.TB, c *Cache, f *File) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "fetches and readahead to finish", func() bool {
+	waitFor(t, time.Minute, "fetches and readahead to finish", func() bool {
 		f.mu.Lock()
 		running := f.raRunning
 		f.mu.Unlock()

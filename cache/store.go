@@ -4,6 +4,7 @@ package cache
 // config record, the index rebuild at Open, and space reclamation.
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -39,17 +40,33 @@ const (
 	// it is garbage.
 	gcDiscardRatio = 0.5
 
-	// Value-log file size: MaxBytes/16 within these bounds. GC works file by
+	// Value-log file size: MaxBytes/8 within these bounds. GC works file by
 	// file and never on the file being written, so files must be small
-	// next to the cache.
+	// next to the cache; but Badger syncs a whole file (msync) when it
+	// moves on to the next, in its one writer goroutine, and every store
+	// and journal write waits meanwhile: with 256 MiB files a burst of
+	// writes ran at the disk's synchronous rate (≈ 300 MB/s here) instead
+	// of the page cache's. Files of 1 GiB (Badger's own default) let a
+	// burst that size go at memory speed; the kernel writes it back later.
 	minVlogFile = 4 << 20
-	maxVlogFile = 256 << 20
+	maxVlogFile = 1<<30 - 1
 
 	// maxInMemoryBlock is the default and largest block size of an
 	// in-memory cache: Badger's in-memory mode holds values under 1 MiB.
 	maxInMemoryBlock = 512 << 10
 
-	formatVersion = 1
+	// formatVersion 2 stores each block as chunks (see chunkBytes); the
+	// blocks of a format-1 cache (one value each) are dropped at Open,
+	// its journal kept.
+	formatVersion = 2
+
+	// chunkBytes: a block is stored as values of this size (the last one
+	// shorter), all in one transaction. Badger encodes each value into a
+	// buffer it allocates afresh for every write and then grows once more
+	// for the checksum: one value per 4 MiB block cost three times the
+	// block in cleared allocations and copies, chunks cost a fraction of
+	// one chunk. A read also verifies only the chunks it touches.
+	chunkBytes = 256 << 10
 )
 
 var (
@@ -66,7 +83,7 @@ var (
 
 // vlogFileSize is the size of one value-log file.
 func vlogFileSize(bs, maxBytes int64) int64 {
-	return min(max(maxBytes/16, minVlogFile, 4*bs), maxVlogFile)
+	return min(max(maxBytes/8, minVlogFile, 4*bs), maxVlogFile)
 }
 
 // badgerOptions tunes Badger for a block cache (see the package doc).
@@ -140,6 +157,17 @@ func appendID(b []byte, id string) []byte {
 	return b
 }
 
+// chunkKey is the key of chunk i of the block stored under key.
+func chunkKey(key []byte, i int64) []byte {
+	k := make([]byte, len(key)+2)
+	copy(k, key)
+	binary.BigEndian.PutUint16(k[len(key):], uint16(i))
+	return k
+}
+
+// chunks is how many chunks a block of n bytes is stored as.
+func (c *Cache) chunks(n int64) int64 { return max(1, (n+c.chunk-1)/c.chunk) }
+
 // blockKey is the key of block idx under a version prefix.
 func blockKey(prefix []byte, idx int64) []byte {
 	k := make([]byte, len(prefix)+8)
@@ -148,10 +176,10 @@ func blockKey(prefix []byte, idx int64) []byte {
 	return k
 }
 
-// readConfig returns the block size recorded in db, or 0 for a new cache.
-func readConfig(db *badger.DB) (int64, error) {
-	var bs int64
-	err := db.View(func(txn *badger.Txn) error {
+// readConfig returns the block size and format recorded in db, or 0 for a
+// new cache.
+func readConfig(db *badger.DB) (bs int64, format byte, err error) {
+	err = db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(configKey)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -160,10 +188,10 @@ func readConfig(db *badger.DB) (int64, error) {
 			return err
 		}
 		return item.Value(func(v []byte) error {
-			if len(v) != 9 || v[0] != formatVersion {
+			if len(v) != 9 || v[0] < 1 || v[0] > formatVersion {
 				return fmt.Errorf("unknown cache format (record %x); this evofs writes format %d", v, formatVersion)
 			}
-			bs = int64(binary.BigEndian.Uint64(v[1:]))
+			format, bs = v[0], int64(binary.BigEndian.Uint64(v[1:]))
 			if bs <= 0 {
 				return fmt.Errorf("cache config records block size %d", bs)
 			}
@@ -171,9 +199,18 @@ func readConfig(db *badger.DB) (int64, error) {
 		})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read cache config: %w", err)
+		return 0, 0, fmt.Errorf("read cache config: %w", err)
 	}
-	return bs, nil
+	return bs, format, nil
+}
+
+// upgrade drops the read blocks of an older format (they are only a
+// cache; the journal and local folders stay) and records this format.
+func upgrade(db *badger.DB, bs int64) error {
+	if err := db.DropPrefix(blockPrefix); err != nil {
+		return fmt.Errorf("drop blocks of an older cache format: %w", err)
+	}
+	return writeConfig(db, bs)
 }
 
 // writeConfig records the format and block size of a new cache.
@@ -201,9 +238,20 @@ func (c *Cache) rebuild() error {
 	err := c.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: blockPrefix})
 		defer it.Close()
+		// A block's chunks are adjacent keys: its key and a chunk index.
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			recs = append(recs, rec{item.KeyCopy(nil), item.Version(), c.sizeHint(item.ValueSize())})
+			k := item.Key()
+			if len(k) < len(blockPrefix)+2 {
+				continue
+			}
+			key, size := k[:len(k)-2], c.sizeHint(item.ValueSize())
+			if n := len(recs); n > 0 && bytes.Equal(recs[n-1].key, key) {
+				recs[n-1].size += size
+				recs[n-1].ver = max(recs[n-1].ver, item.Version())
+				continue
+			}
+			recs = append(recs, rec{bytes.Clone(key), item.Version(), size})
 		}
 		return nil
 	})
@@ -222,13 +270,13 @@ func (c *Cache) rebuild() error {
 	return c.deleteLocked(victims)
 }
 
-// sizeHint turns Badger's estimate of a value's size into a block size.
+// sizeHint turns Badger's estimate of a value's size into a chunk size.
 // For values in the value log the estimate can be off by a byte or two
-// (Badger guesses its entry-header length); a full block is snapped to
-// BlockSize exactly, and a short last block is corrected at its first hit.
+// (Badger guesses its entry-header length); a full chunk is snapped to its
+// size exactly, and a short last block is corrected at its first hit.
 func (c *Cache) sizeHint(est int64) int64 {
-	if est > c.bs-16 {
-		return c.bs
+	if est > c.chunk-16 {
+		return c.chunk
 	}
 	return max(est, 0)
 }
@@ -240,19 +288,34 @@ func (c *Cache) get(key []byte, blen int64, dst []byte, off int64) error {
 	if err := c.fault("get"); err != nil {
 		return err
 	}
+	if len(dst) == 0 {
+		return nil
+	}
+	last := c.chunks(blen) - 1
 	return c.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		// Copy inside the transaction: val is only valid until it ends.
-		return item.Value(func(val []byte) error {
-			if int64(len(val)) != blen {
-				return fmt.Errorf("%w: %d bytes stored, %d expected", errCorrupt, len(val), blen)
+		for i := off / c.chunk; i <= (off+int64(len(dst))-1)/c.chunk; i++ {
+			item, err := txn.Get(chunkKey(key, i))
+			if err != nil {
+				return err
 			}
-			copy(dst, val[off:])
-			return nil
-		})
+			want := c.chunk
+			if i == last {
+				want = blen - last*c.chunk
+			}
+			// Copy inside the transaction: val is only valid until it ends.
+			err = item.Value(func(val []byte) error {
+				if int64(len(val)) != want {
+					return fmt.Errorf("%w: chunk %d has %d bytes stored, %d expected", errCorrupt, i, len(val), want)
+				}
+				lo := max(off, i*c.chunk)
+				copy(dst[lo-off:], val[lo-i*c.chunk:])
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -266,7 +329,14 @@ func (c *Cache) put(key, data []byte) error {
 	if err := c.room(int64(len(data))); err != nil {
 		return err
 	}
-	return c.db.Update(func(txn *badger.Txn) error { return txn.Set(key, data) })
+	return c.db.Update(func(txn *badger.Txn) error {
+		for i := range c.chunks(int64(len(data))) {
+			if err := txn.Set(chunkKey(key, i), data[i*c.chunk:min(int64(len(data)), (i+1)*c.chunk)]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // deleteLocked deletes keys in one batch. A failure leaves the blocks on
@@ -281,9 +351,12 @@ func (c *Cache) deleteLocked(keys [][]byte) error {
 	if err == nil {
 		wb := c.db.NewWriteBatch()
 		defer wb.Cancel()
+	del:
 		for _, k := range keys {
-			if err = wb.Delete(k); err != nil {
-				break
+			for i := range c.chunks(c.bs) { // the chunks a block can have
+				if err = wb.Delete(chunkKey(k, i)); err != nil {
+					break del
+				}
 			}
 		}
 		if err == nil {

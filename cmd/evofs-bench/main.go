@@ -176,13 +176,25 @@ func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuPr
 	}
 	pprof.StopCPUProfile()
 	nofuseCPU, nofuseSelf, nofuseAz := machineCPU()-cpu0, selfCPU()-self0, azuriteCPU(endpoint)-az0
+	// The same path fed from memory: how fast blocks can be stored here.
+	self0 = selfCPU()
+	ceiling, err := readFromMemory(ctx, size, filepath.Join(work, "cache-memory"))
+	if err != nil {
+		return err
+	}
+	ceilingSelf := selfCPU() - self0
 	perGiB := func(cpu float64) float64 { return cpu / (float64(size) / gib) }
+	ceilingLine := func() {
+		fmt.Printf("cache path fed from memory (no network; its ceiling here): %.0f MB/s = %.2f× direct, %.2f s CPU/GiB\n",
+			float64(size)/ceiling.Seconds()/1e6, direct.Seconds()/ceiling.Seconds(), perGiB(ceilingSelf))
+	}
 	if onlyNoFUSE {
 		fmt.Printf("direct %.0f MB/s, cache+fetch path alone %.0f MB/s: %.2f×\n",
 			float64(size)/direct.Seconds()/1e6, float64(size)/nofuse.Seconds()/1e6, direct.Seconds()/nofuse.Seconds())
 		fmt.Printf("machine CPU (all processes): direct %.2f s/GiB, cache+fetch path %.2f s/GiB\n", perGiB(directCPU), perGiB(nofuseCPU))
 		fmt.Printf("  direct: bench process (client + emulator) %.2f s/GiB, Azurite %.2f s/GiB\n", perGiB(directSelf), perGiB(directAz))
 		fmt.Printf("  cache+fetch path: bench process (client + emulator) %.2f s/GiB, Azurite %.2f s/GiB\n", perGiB(nofuseSelf), perGiB(nofuseAz))
+		ceilingLine()
 		return nil
 	}
 
@@ -219,6 +231,7 @@ func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuPr
 	fmt.Printf("warm / loopback: %.2f× (target ≥ 0.5)\n", loop.Seconds()/warm.Seconds())
 	fmt.Printf("evofs CPU, cold: %.2f s/GiB\n", coldCPU/(float64(size)/gib))
 	fmt.Printf("machine CPU (all processes): direct %.2f s/GiB, cache+fetch path alone %.2f s/GiB\n", perGiB(directCPU), perGiB(nofuseCPU))
+	ceilingLine()
 
 	if rssSize > 0 {
 		if _, err := client.UploadPath(ctx, blobs, "bench/rss.bin", content{rssSize}, rssSize, remote.UploadOptions{}); err != nil {
@@ -242,6 +255,36 @@ func readNoFUSE(ctx context.Context, c *remote.Client, b *remote.Blobs, fileID s
 	if err != nil {
 		return 0, err
 	}
+	link := remote.DownloadLink(c, d)
+	return readCache(ctx, cache.Version{FileID: d.FileID, VersionID: d.VersionID, Size: d.Size}, size, dir, traceFile,
+		fetcher(func(ctx context.Context, p []byte, off int64) (int, error) {
+			return b.ReadAt(evofs.TraceHTTP(ctx), link, p, off)
+		}))
+}
+
+// readFromMemory reads size bytes through a fresh cache whose source
+// answers at once from memory: the cache path's own ceiling on this
+// machine (storing every block), with no network and no service.
+func readFromMemory(ctx context.Context, size int64, dir string) (time.Duration, error) {
+	pattern := make([]byte, 16<<20)
+	content{int64(len(pattern))}.ReadAt(pattern, 0)
+	v := cache.Version{FileID: "memory", VersionID: "1", Size: size}
+	return readCache(ctx, v, size, dir, "", fetcher(func(_ context.Context, p []byte, off int64) (int, error) {
+		n := 0
+		for n < len(p) && off+int64(n) < size {
+			k := copy(p[n:min(len(p), n+int(size-off-int64(n)))], pattern[(off+int64(n))%int64(len(pattern)):])
+			n += k
+		}
+		if n < len(p) {
+			return n, io.EOF
+		}
+		return n, nil
+	}))
+}
+
+// readCache reads v sequentially through cache.File in 128 KiB pieces, as
+// the kernel would, with the cache options evofs uses.
+func readCache(ctx context.Context, v cache.Version, size int64, dir, traceFile string, src fetcher) (time.Duration, error) {
 	var trace io.Writer
 	if traceFile != "" {
 		f, err := os.Create(traceFile)
@@ -256,12 +299,7 @@ func readNoFUSE(ctx context.Context, c *remote.Client, b *remote.Blobs, fileID s
 		return 0, err
 	}
 	defer bc.Close()
-	link := remote.DownloadLink(c, d)
-	f := bc.File(cache.Version{FileID: d.FileID, VersionID: d.VersionID, Size: d.Size},
-		fetcher(func(ctx context.Context, p []byte, off int64) (int, error) {
-			return b.ReadAt(evofs.TraceHTTP(ctx), link, p, off)
-		}),
-		cache.FileOptions{Readahead: 32, Parallelism: 8})
+	f := bc.File(v, src, cache.FileOptions{Readahead: 32, Parallelism: 8})
 	defer f.Close()
 	buf := make([]byte, 128<<10)
 	start := time.Now()
