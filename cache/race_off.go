@@ -1,0 +1,6 @@
+//go:build !race
+
+package cache
+
+// gcHoldsWrites: see valueLogGC.
+const gcHoldsWrites = false
