@@ -167,7 +167,10 @@ func (e *eager) ensureTarget() error {
 	if e.link != nil {
 		return nil
 	}
-	up, err := e.f.newVersion(e.ctx, e.rec)
+	// Not a file left at this path to be deleted: this content may yet
+	// be renamed or removed before close, and would leave it claimed by
+	// nothing. Close asks (and claims) then.
+	up, err := e.f.newVersion(e.ctx, e.rec, false)
 	if err != nil {
 		return err
 	}

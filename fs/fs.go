@@ -93,6 +93,13 @@ type FS struct {
 
 	up         *uploader
 	eagerSlots chan struct{} // one token per eager block send in flight
+	// claimMu orders upserts at a path, which may return (and so claim,
+	// see FS.claim) a file that content moved away from that path left
+	// there to be deleted, with the deletes of such files: a file an
+	// upsert returned is never deleted by the content that left it.
+	// Upserts read-lock it, those deletes lock it.
+	// LOCK ORDERING: Local.mu, then claimMu, then wmu.
+	claimMu sync.RWMutex
 	// wmu guards the fields of every Local (writes.go) and the role probe.
 	// LOCK ORDERING: Local.mu, then wmu, then Workspace.mu.
 	wmu        sync.Mutex

@@ -10,6 +10,11 @@ package fs_test
 //	EVOFS_FSX_SEED=1234 contrib/azurite/run go test -race -count=1 -run 'TestFsx/^sync$' ./fs/
 //
 // Run longer with EVOFS_FSX_OPS=200000 (or -fsx.ops=200000).
+//
+// The subtests sync and async unlink and rename only files no handle has
+// open; unlink-open/sync and unlink-open/async (a shorter run, on the same
+// seed) take open ones too, and EVOFS_FSX_UNLINK_OPEN=1 makes the main
+// subtests do so as well (for the whole EVOFS_FSX_OPS).
 
 import (
 	"bytes"
@@ -35,12 +40,9 @@ var (
 	fsxSeedFlag = flag.Uint64("fsx.seed", 0, "seed of TestFsx (default $EVOFS_FSX_SEED, else the time)")
 )
 
-// fsxOpenUnlink lets unlink and rename take files with open handles
-// ($EVOFS_FSX_UNLINK_OPEN=1). Off by default: a handle open on a committed
-// version (not on content being written) cannot read the blocks it has not
-// cached once the file is deleted, by unlink or by the delete that
-// follows a rename's copy (ENOENT; POSIX keeps them readable). Replay:
-// EVOFS_FSX_UNLINK_OPEN=1 EVOFS_FSX_SEED=1796205632694113285.
+// fsxOpenUnlink lets unlink and rename take files with open handles in
+// the main subtests too ($EVOFS_FSX_UNLINK_OPEN=1); the unlink-open
+// subtests always do.
 var fsxOpenUnlink = os.Getenv("EVOFS_FSX_UNLINK_OPEN") != ""
 
 // fsxVerbose logs every operation ($EVOFS_FSX_VERBOSE=1).
@@ -61,6 +63,9 @@ var fsxNames = []string{"a/f0", "a/f1", "a/f2", "b/f0", "b/f1", "b/f2"}
 const (
 	fsxCIOps  = 20000
 	fsxCISeed = 1796205632694113285
+	// The unlink-open subtests run 1/fsxUnlinkOpenPart of the
+	// operations on top (5,000 in CI, some 20 s).
+	fsxUnlinkOpenPart = 4
 )
 
 func TestFsx(t *testing.T) {
@@ -89,12 +94,24 @@ func TestFsx(t *testing.T) {
 		seed = *fsxSeedFlag
 	}
 	t.Logf("seed %d (replay: EVOFS_FSX_SEED=%d), %d operations", seed, seed, ops)
-	for i, mode := range []string{"sync", "async"} {
-		t.Run(mode, func(t *testing.T) {
-			x := &fsx{t: t, seed: seed, mode: mode, async: mode == "async",
-				r:     rand.New(rand.NewPCG(seed, uint64(i+1))),
-				names: map[string]*fsxFile{}, ever: map[string]bool{}}
-			x.run(ops / 2)
+	total := ops
+	runModes := func(t *testing.T, prefix string, ops int, unlinkOpen bool) {
+		for i, mode := range []string{"sync", "async"} {
+			t.Run(mode, func(t *testing.T) {
+				// The same stream for a mode whether or not open files
+				// may be unlinked: an unlink-open failure replays in the
+				// main subtest with EVOFS_FSX_UNLINK_OPEN=1.
+				x := &fsx{t: t, seed: seed, mode: mode, async: mode == "async", unlinkOpen: unlinkOpen,
+					pattern: prefix + "^" + mode + "$", totalOps: total,
+					r: rand.New(rand.NewPCG(seed, uint64(i+1))), names: map[string]*fsxFile{}, ever: map[string]bool{}}
+				x.run(ops / 2)
+			})
+		}
+	}
+	runModes(t, "", ops, fsxOpenUnlink)
+	if !fsxOpenUnlink {
+		t.Run("unlink-open", func(t *testing.T) {
+			runModes(t, "^unlink-open$/", ops/fsxUnlinkOpenPart, true)
 		})
 	}
 }
@@ -123,7 +140,11 @@ type fsx struct {
 	seed  uint64
 	mode  string
 	async bool
-	r     *rand.Rand
+	// unlinkOpen lets unlink and rename take files with open handles.
+	unlinkOpen bool
+	pattern    string // the -run pattern of the subtest below TestFsx
+	totalOps   int    // the operations of all TestFsx, for the replay
+	r          *rand.Rand
 
 	names   map[string]*fsxFile // the model: path -> file
 	ever    map[string]bool     // every path that ever held a file
@@ -152,8 +173,13 @@ func (x *fsx) logOp(format string, args ...any) {
 // fail stops the test with the seed, the step and the last operations.
 func (x *fsx) fail(format string, args ...any) {
 	x.t.Helper()
-	x.t.Fatalf("fsx %s, seed %d, op %d: %s\nreplay: EVOFS_FSX_SEED=%d go test -race -count=1 -run 'TestFsx/^%s$' ./fs/\nlast operations:\n%s",
-		x.mode, x.seed, x.step, fmt.Sprintf(format, args...), x.seed, x.mode, strings.Join(x.hist, "\n"))
+	env := ""
+	if fsxOpenUnlink {
+		env = "EVOFS_FSX_UNLINK_OPEN=1 "
+	}
+	env += fmt.Sprintf("EVOFS_FSX_OPS=%d ", x.totalOps)
+	x.t.Fatalf("fsx %s (unlink open files: %v), seed %d, op %d: %s\nreplay: %sEVOFS_FSX_SEED=%d go test -race -count=1 -run 'TestFsx/%s' ./fs/\n(EVOFS_FSX_VERBOSE=1 logs every operation)\nlast operations:\n%s",
+		x.mode, x.unlinkOpen, x.seed, x.step, fmt.Sprintf(format, args...), env, x.seed, x.pattern, strings.Join(x.hist, "\n"))
 }
 
 func (x *fsx) randBytes(n int) []byte {
@@ -337,7 +363,7 @@ func (x *fsx) pickName() string {
 }
 
 // pickClosed picks a name to unlink or rename away ("" if none may be):
-// one whose file no handle has open, unless fsxOpenUnlink.
+// one whose file no handle has open, unless x.unlinkOpen.
 func (x *fsx) pickClosed() string {
 	var e []string
 	for _, p := range x.existing() {
@@ -345,7 +371,7 @@ func (x *fsx) pickClosed() string {
 		for _, h := range x.handles {
 			open = open || h.file == x.names[p]
 		}
-		if !open || fsxOpenUnlink {
+		if !open || x.unlinkOpen {
 			e = append(e, p)
 		}
 	}

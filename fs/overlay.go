@@ -252,6 +252,14 @@ func (w *Workspace) hideID(id string, n int) {
 	}
 }
 
+// isHidden reports whether a remote file is hidden: left at its path by
+// content renamed away, to be deleted (or deleted already).
+func (w *Workspace) isHidden(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ov.hiddenIDs[id] > 0
+}
+
 // setDir marks or unmarks a local folder and reports whether that changed
 // anything.
 func (w *Workspace) setDir(path string, on bool) bool {

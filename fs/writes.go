@@ -318,7 +318,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		if id == up.FileID {
 			continue
 		}
-		if err := f.deleteFile(ctx, id); err != nil {
+		if err := f.deleteLeft(ctx, id); err != nil {
 			f.log.Warn("delete the file a rename replaced failed", "path", "/"+p, "file_id", id, "code", remote.ErrorCode(err), "err", err)
 		}
 	}
@@ -370,7 +370,7 @@ func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record,
 	f.warnConflict(rec, born)
 	if pre != nil {
 		up, staged = pre, preStaged
-	} else if up, err = f.newVersion(ctx, rec); err != nil {
+	} else if up, err = f.newVersion(ctx, rec, true); err != nil {
 		return nil, nil, false, err
 	}
 	var offs []int64
@@ -390,15 +390,17 @@ func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record,
 // claim takes a file id out of the deletes other content waits to make:
 // content moved away from a path leaves its old file there until it is
 // committed at its new place, and an upsert at that path meanwhile makes
-// a new version of that very file, which now holds this content.
-func (f *FS) claim(id string) {
+// a new version of that very file, which now holds this content. undo
+// puts it back (for an upsert whose content will not be committed).
+func (f *FS) claim(id string) (undo func()) {
 	f.ws.mu.Lock()
-	hidden := f.ws.ov.hiddenIDs[id] > 0
+	hidden := f.ws.ov.hiddenIDs[id]
 	delete(f.ws.ov.hiddenIDs, id)
 	f.ws.mu.Unlock()
-	if !hidden {
-		return
+	if hidden == 0 {
+		return func() {}
 	}
+	var from []*cache.Dirty
 	for _, l := range f.allLocals() {
 		f.wmu.Lock()
 		d := l.d
@@ -406,17 +408,69 @@ func (f *FS) claim(id string) {
 		if d == nil || !slices.Contains(d.Record().DeleteAfter, id) {
 			continue
 		}
+		from = append(from, d)
 		if err := d.Update(func(r *cache.Record) {
 			r.DeleteAfter = slices.DeleteFunc(r.DeleteAfter, func(x string) bool { return x == id })
 		}); err != nil {
 			f.log.Warn("journal a claimed file failed", "file_id", id, "err", err)
 		}
 	}
+	return func() {
+		f.ws.hideID(id, hidden)
+		for _, d := range from {
+			if err := d.Update(func(r *cache.Record) {
+				if !slices.Contains(r.DeleteAfter, id) {
+					r.DeleteAfter = append(r.DeleteAfter, id)
+				}
+			}); err != nil {
+				f.log.Warn("journal a file to delete failed", "file_id", id, "err", err)
+			}
+		}
+	}
+}
+
+// errAwaitsDeletion: an upsert named a file that content moved away from
+// the path left there to be deleted, and the caller may not claim it.
+var errAwaitsDeletion = errors.New("the file at this path awaits deletion")
+
+// upsert asks for a new version at path p. The file it names may be one
+// that content moved away from p left there, to be deleted once that
+// content is committed at its new place: with claim, the caller's content
+// takes that file over at once (undo gives it back); without, such a file
+// is refused (errAwaitsDeletion). The upsert and the claim are one step
+// for deleteLeft, so a file the upsert named is never deleted under the
+// new content.
+func (f *FS) upsert(ctx context.Context, p string, claim bool) (up *remote.UploadFileResponse, undo func(), err error) {
+	f.claimMu.RLock()
+	defer f.claimMu.RUnlock()
+	if up, err = f.files.UpsertFileByPath(ctx, p, ""); err != nil {
+		return nil, nil, err
+	}
+	if !claim {
+		if f.ws.isHidden(up.FileID) {
+			return nil, nil, errAwaitsDeletion
+		}
+		return up, func() {}, nil
+	}
+	return up, f.claim(up.FileID), nil
+}
+
+// deleteLeft deletes a file that content left at its old path when it was
+// renamed (once committed at its new path, or removed), unless an upsert
+// at the old path claimed it meanwhile.
+func (f *FS) deleteLeft(ctx context.Context, id string) error {
+	f.claimMu.Lock()
+	defer f.claimMu.Unlock()
+	if !f.ws.isHidden(id) {
+		return nil // claimed: another content's file now
+	}
+	return f.deleteFile(ctx, id)
 }
 
 // newVersion asks for a new version of the content's file (update by id),
-// or a new file at its path (upsert) when it has none or it was deleted.
-func (f *FS) newVersion(ctx context.Context, rec cache.Record) (*remote.UploadFileResponse, error) {
+// or a new file at its path (upsert) when it has none or it was deleted;
+// claim as in upsert.
+func (f *FS) newVersion(ctx context.Context, rec cache.Record, claim bool) (*remote.UploadFileResponse, error) {
 	if rec.FileID != "" {
 		up, err := f.files.UpdateFile(ctx, rec.FileID, "")
 		switch {
@@ -428,7 +482,7 @@ func (f *FS) newVersion(ctx context.Context, rec cache.Record) (*remote.UploadFi
 			return nil, fmt.Errorf("new version of %s: %w", rec.Path, err)
 		}
 	}
-	up, err := f.files.UpsertFileByPath(ctx, rec.Path, "")
+	up, _, err := f.upsert(ctx, rec.Path, claim)
 	if err != nil {
 		return nil, fmt.Errorf("new version at %s: %w", rec.Path, err)
 	}
@@ -515,20 +569,24 @@ func (f *FS) Remove(ctx context.Context, p string, it Item) error {
 	if err := f.writableFor(ctx, p); err != nil {
 		return err
 	}
-	var ids []string
+	var ids, left []string
 	if l := it.Local; l != nil {
-		ids = f.discard(p, l)
+		ids, left = f.discard(p, l)
 	} else if it.Entry != nil {
 		ids = append(ids, it.Entry.File.FileID)
 	}
 	f.keepFolder(parentPath(p))
 	seen := map[string]bool{}
-	for _, id := range ids {
+	for i, id := range append(ids, left...) {
 		if id == "" || seen[id] {
 			continue
 		}
 		seen[id] = true
-		if err := f.deleteFile(ctx, id); err != nil {
+		del := f.deleteFile
+		if i >= len(ids) {
+			del = f.deleteLeft
+		}
+		if err := del(ctx, id); err != nil {
 			return fmt.Errorf("delete %s: %w", p, err)
 		}
 	}
@@ -664,13 +722,17 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 	var targetID string
 	if dstOK {
 		if l := dst.Local; l != nil {
-			ids := f.discard(to, l)
-			for _, id := range ids {
+			own, left := f.discard(to, l)
+			for i, id := range append(own, left...) {
 				if id != "" && targetID == "" {
 					targetID = id // the replaced content's file gets the new version
 				} else if id != "" && id != targetID {
 					// Older names of the replaced content: gone with it.
-					if err := f.deleteFile(ctx, id); err != nil {
+					del := f.deleteFile
+					if i >= len(own) {
+						del = f.deleteLeft
+					}
+					if err := del(ctx, id); err != nil {
 						return fmt.Errorf("delete %s, replaced by %s: %w", id, from, err)
 					}
 				}
@@ -697,20 +759,20 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 }
 
 // discard drops local content that is removed or replaced: at once, or
-// at its last close. It returns the remote files that stood for it (the
-// version it was committed as, the file it is a version of, the names it
-// was renamed from), to be deleted or replaced by the caller.
-func (f *FS) discard(p string, l *Local) []string {
+// at its last close. It returns the remote files that stood for it, to be
+// deleted or replaced by the caller: its own (the version it was committed
+// as, the file it is a version of) and those left at the names it was
+// renamed from (to delete with deleteLeft).
+func (f *FS) discard(p string, l *Local) (ids, left []string) {
 	l.mu.Lock() // an upload in progress finishes first
 	f.wmu.Lock()
-	var ids []string
 	if l.committed != nil {
 		ids = append(ids, l.committed.File.FileID)
 	}
 	if l.d != nil {
 		rec := l.d.Record()
 		ids = append(ids, rec.FileID)
-		ids = append(ids, rec.DeleteAfter...)
+		left = append(left, rec.DeleteAfter...)
 	}
 	l.removed = true
 	if l.eager != nil {
@@ -721,7 +783,7 @@ func (f *FS) discard(p string, l *Local) []string {
 	l.mu.Unlock()
 	f.ws.dropLocal(p, l)
 	f.finish(l)
-	return ids
+	return ids, left
 }
 
 // moveLocal moves local content from one path to another. Its remote
@@ -826,13 +888,15 @@ func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID string) erro
 			return fmt.Errorf("new version of %s: %w", p, err)
 		}
 	}
+	undo := func() {}
 	if up == nil {
-		if up, err = f.files.UpsertFileByPath(ctx, p, ""); err != nil {
+		if up, undo, err = f.upsert(ctx, p, true); err != nil {
 			return fmt.Errorf("new version at %s: %w", p, err)
 		}
 	}
 	dl, err := f.files.GetFile(ctx, e.File.FileID, remote.GetOptions{VersionID: e.File.VersionID})
 	if err != nil {
+		undo()
 		return fmt.Errorf("read link of %s: %w", e.Path, err)
 	}
 	dst := f.uploadLink(up)
@@ -845,6 +909,7 @@ func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID string) erro
 		f.released(key)
 	}
 	if err != nil {
+		undo()
 		return fmt.Errorf("copy %s to %s: %w", e.Path, p, err)
 	}
 	f.claim(up.FileID)
