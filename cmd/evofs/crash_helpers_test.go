@@ -548,14 +548,14 @@ func (r *remoteSide) checkFile(p, sha string) *remote.DownloadFileResponse {
 	return d
 }
 
-// content is deterministic pseudo-random bytes.
+// content is deterministic pseudo-random bytes (ChaCha8: ten times
+// faster than a loop of Uint64 under the race detector).
 func content(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1))
-	b := make([]byte, n+7)
-	for i := 0; i < n; i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
-	}
-	return b[:n:n]
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	b := make([]byte, n)
+	rand.NewChaCha8(key).Read(b)
+	return b
 }
 
 func sha(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
