@@ -171,7 +171,10 @@ func TestConcurrentReadersWritersAndListing(t *testing.T) {
 // TestFaultSoakCopiesInAndOut: with 10% faults on API and blob requests and
 // 20 ms latency on each, 4 workers copy 40 files in (cp to the mount) and
 // 28 out (cp from the mount) at once: nothing lost, nothing corrupt, the
-// faults struck and were retried.
+// faults struck and were retried. It is the small, in-process companion of
+// cmd/evofs TestFaultSoakCopiesThreeHundredFilesEachWay (the real binary,
+// 300 files each way, retries in its metrics): here the file system itself
+// runs under the race detector.
 func TestFaultSoakCopiesInAndOut(t *testing.T) {
 	emu := startEmu(t)
 	m := mountEmu(t, emu, mountConfig{})

@@ -128,7 +128,9 @@ func NewBlobs(cfg BlobConfig) *Blobs {
 			RetryDelay:    retryDelay,
 			MaxRetryDelay: maxRetryDelay,
 		},
-		Telemetry: policy.TelemetryOptions{ApplicationID: "evofs"},
+		Telemetry:        policy.TelemetryOptions{ApplicationID: "evofs"},
+		PerCallPolicies:  []policy.Policy{countTries{}},
+		PerRetryPolicies: []policy.Policy{reportRetries{cfg.Observer}},
 	}}
 	writeOpts := opts
 	writeOpts.Retry.MaxRetries = -1
@@ -172,7 +174,8 @@ func (b *Blobs) withLink(ctx context.Context, l *Link, op string, do func(*block
 
 // write is withLink for a request with a body: retried here, up to
 // MaxRetries times with backoff, do building a fresh body for each try.
-func (b *Blobs) write(ctx context.Context, l *Link, op string, do func(*blockblob.Client) error) error {
+// call names the request for the Observer ("put_block").
+func (b *Blobs) write(ctx context.Context, l *Link, call, op string, do func(*blockblob.Client) error) error {
 	for try := 0; ; try++ {
 		err := b.withLinkOpts(ctx, l, op, &b.writeOpts, do)
 		if err == nil || try >= b.cfg.MaxRetries || !retryableBlobErr(ctx, err) {
@@ -183,6 +186,7 @@ func (b *Blobs) write(ctx context.Context, l *Link, op string, do func(*blockblo
 		if err := sleepCtx(ctx, wait); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
+		b.cfg.Observer.Retry(call)
 	}
 }
 
@@ -282,6 +286,7 @@ func (b *Blobs) readRange(ctx context.Context, l *Link, p []byte, off int64, pro
 		if err := sleepCtx(ctx, min(retryDelay<<(failures-1), maxRetryDelay)); err != nil {
 			return done, fmt.Errorf("read %s: %w", l.String(), err)
 		}
+		b.cfg.Observer.Retry("get")
 	}
 	return done, nil
 }
@@ -479,7 +484,7 @@ func (b *Blobs) Upload(ctx context.Context, l *Link, src io.ReaderAt, size int64
 		return &BlobError{Op: "upload " + l.String(), Err: fmt.Errorf("negative size %d", size)}
 	}
 	if size <= b.cfg.SingleShotMax {
-		return b.write(ctx, l, "put blob "+l.String(), func(c *blockblob.Client) error {
+		return b.write(ctx, l, "put_blob", "put blob "+l.String(), func(c *blockblob.Client) error {
 			start := time.Now()
 			_, err := c.Upload(ctx, section(src, 0, size), nil)
 			if err == nil {
@@ -512,7 +517,7 @@ func (b *Blobs) Upload(ctx context.Context, l *Link, src io.ReaderAt, size int64
 			return err
 		}
 	}
-	return b.write(ctx, l, "put block list "+l.String(), func(c *blockblob.Client) error {
+	return b.write(ctx, l, "put_block_list", "put block list "+l.String(), func(c *blockblob.Client) error {
 		_, err := c.CommitBlockList(ctx, ids, nil)
 		return err
 	})
@@ -565,7 +570,7 @@ func (u *upload) stage(ctx context.Context, offs []int64) error {
 // gives that Upload.
 func (b *Blobs) StageBlock(ctx context.Context, l *Link, off int64, src io.ReaderAt, n int64) error {
 	op := fmt.Sprintf("put block %s at %d", l.String(), off)
-	return b.write(ctx, l, op, func(c *blockblob.Client) error {
+	return b.write(ctx, l, "put_block", op, func(c *blockblob.Client) error {
 		start := time.Now()
 		_, err := c.StageBlock(ctx, BlockID(off), section(src, 0, n), nil)
 		if err == nil {
@@ -588,7 +593,7 @@ func (b *Blobs) SingleShotMax() int64 { return b.cfg.SingleShotMax }
 func (u *upload) stageBlock(ctx context.Context, off int64) error {
 	n := u.blockLen(off)
 	op := fmt.Sprintf("put block %s at %d", u.l.String(), off)
-	err := u.b.write(ctx, u.l, op, func(c *blockblob.Client) error {
+	err := u.b.write(ctx, u.l, "put_block", op, func(c *blockblob.Client) error {
 		start := time.Now()
 		_, err := c.StageBlock(ctx, BlockID(off), section(u.src, off, n), nil)
 		if err == nil {

@@ -693,7 +693,8 @@ func TestBlobFaults(t *testing.T) {
 	s := newTestStore(t)
 	tr := newTransport()
 	injected := faults(tr, 0.10, 42)
-	b := NewBlobs(BlobConfig{HTTPClient: tr.client(), BlockSize: 128 * kib, SingleShotMax: 256 * kib, Concurrency: 4})
+	obs := &retryCounter{}
+	b := NewBlobs(BlobConfig{HTTPClient: tr.client(), BlockSize: 128 * kib, SingleShotMax: 256 * kib, Concurrency: 4, Observer: obs})
 	for _, size := range []int{200 * kib, 3*mib + 1} {
 		data := randomBytes(size, uint64(size))
 		name := fmt.Sprintf("faults/%d", size)
@@ -719,10 +720,46 @@ func TestBlobFaults(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d faults injected in %d requests", injected.Load(), len(tr.calls))
+	t.Logf("%d faults injected in %d requests; retries %v", injected.Load(), len(tr.calls), obs.calls())
 	if injected.Load() == 0 {
 		t.Fatal("no fault injected")
 	}
+	// Each fault costs exactly one more request, and the Observer is told
+	// of each: those azcore retries (reads), those write() retries
+	// (bodies) and the resumes of a download that broke off.
+	if n := obs.total(); n != injected.Load() {
+		t.Errorf("observer saw %d retries (%v), want one per injected fault: %d", n, obs.calls(), injected.Load())
+	}
+}
+
+// retryCounter is an Observer that counts retries.
+type retryCounter struct {
+	mu sync.Mutex
+	by map[string]int64
+}
+
+func (*retryCounter) APICall(string, int, time.Duration)              {}
+func (*retryCounter) BlobTransfer(string, bool, int64, time.Duration) {}
+func (r *retryCounter) Retry(call string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.by == nil {
+		r.by = map[string]int64{}
+	}
+	r.by[call]++
+}
+
+func (r *retryCounter) calls() map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.by)
+}
+
+func (r *retryCounter) total() (n int64) {
+	for _, k := range r.calls() {
+		n += k
+	}
+	return n
 }
 
 func TestBlobErrors(t *testing.T) {

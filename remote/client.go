@@ -259,6 +259,7 @@ func (c *Client) call(ctx context.Context, r request) (int, error) {
 		if err := sleepCtx(ctx, wait); err != nil {
 			return status, fmt.Errorf("%s: %w", r.op, err)
 		}
+		c.obs.Retry(r.name)
 	}
 }
 

@@ -120,9 +120,18 @@ func TestRetriesTransientFailures(t *testing.T) {
 				json.NewEncoder(w).Encode(remote.DownloadFileResponse{FileID: "f1", VersionID: "7"})
 			}))
 			defer srv.Close()
-			f, err := newClient(t, srv.URL, nil, nil).GetFile(context.Background(), "f1", remote.GetOptions{})
+			obs := &recorder{}
+			c, err := remote.New(remote.Config{HubURL: srv.URL, OrgID: "o", WorkspaceID: "w", Tokens: remote.StaticToken(secretToken),
+				Retry: remote.RetryPolicy{MaxAttempts: 4, Base: time.Millisecond, Max: 5 * time.Millisecond}, Observer: obs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := c.GetFile(context.Background(), "f1", remote.GetOptions{})
 			if err != nil || f.VersionID != "7" || calls.Load() != 3 {
 				t.Fatalf("got %+v, %v after %d calls; want version 7 after 3", f, err, calls.Load())
+			}
+			if fmt.Sprint(obs.retries) != "map[get_file:2]" {
+				t.Errorf("observer saw retries %v, want get_file twice", obs.retries)
 			}
 		})
 	}

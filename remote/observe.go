@@ -1,6 +1,12 @@
 package remote
 
-import "time"
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+)
 
 // Observer is told of every exchange with the service, for metrics. Its
 // methods are called from many goroutines at once and must be quick. The
@@ -15,16 +21,80 @@ type Observer interface {
 	// request: op "get", "put_blob" or "put_block"; up for uploads; n the
 	// bytes of the body (for a get that broke off, the part that came).
 	BlobTransfer(op string, up bool, n int64, d time.Duration)
+	// Retry reports that a request is about to be sent again after a
+	// transient failure (a 5xx, 408, 429, a dropped connection, a blob
+	// response that broke off): call names it as APICall does for the API
+	// and, for blob requests, "get", "put_blob", "put_block",
+	// "put_block_list", "get_block_list", "copy", ... A token refresh
+	// after a 401 and a renewal of an expired link are not retries.
+	Retry(call string)
 }
 
 type nopObserver struct{}
 
 func (nopObserver) APICall(string, int, time.Duration)              {}
 func (nopObserver) BlobTransfer(string, bool, int64, time.Duration) {}
+func (nopObserver) Retry(string)                                    {}
 
 func observerOrNop(o Observer) Observer {
 	if o == nil {
 		return nopObserver{}
 	}
 	return o
+}
+
+// azcore retries the blob requests without a body (reads, block lists,
+// copies) itself. These two policies tell the Observer of those retries:
+// the first, once per operation, gives the operation a count of its tries;
+// the second, run for every try, counts it and reports each after the
+// first.
+type tryCountKey struct{}
+
+type countTries struct{}
+
+func (countTries) Do(req *policy.Request) (*http.Response, error) {
+	ctx := context.WithValue(req.Raw().Context(), tryCountKey{}, new(int))
+	return req.WithContext(ctx).Next()
+}
+
+type reportRetries struct{ obs Observer }
+
+func (p reportRetries) Do(req *policy.Request) (*http.Response, error) {
+	if n, ok := req.Raw().Context().Value(tryCountKey{}).(*int); ok {
+		// Tries of one operation run one after another: no lock needed.
+		if *n++; *n > 1 {
+			p.obs.Retry(blobCall(req.Raw()))
+		}
+	}
+	return req.Next()
+}
+
+// blobCall names a blob request for the Observer.
+func blobCall(r *http.Request) string {
+	comp := r.URL.Query().Get("comp")
+	switch r.Method {
+	case http.MethodGet:
+		switch comp {
+		case "":
+			return "get"
+		case "blocklist":
+			return "get_block_list"
+		}
+	case http.MethodHead:
+		return "get_properties"
+	case http.MethodPut:
+		switch {
+		case comp == "block":
+			return "put_block"
+		case comp == "blocklist":
+			return "put_block_list"
+		case comp == "copy":
+			return "abort_copy"
+		case r.Header.Get("x-ms-copy-source") != "":
+			return "copy"
+		case r.Header.Get("x-ms-blob-type") != "":
+			return "put_blob"
+		}
+	}
+	return "blob_other"
 }

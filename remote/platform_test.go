@@ -16,9 +16,10 @@ import (
 
 // recorder is an Observer that counts.
 type recorder struct {
-	mu    sync.Mutex
-	calls map[string]int // "call status"
-	bytes map[string]int64
+	mu      sync.Mutex
+	calls   map[string]int // "call status"
+	bytes   map[string]int64
+	retries map[string]int
 }
 
 func (r *recorder) APICall(call string, status int, d time.Duration) {
@@ -37,6 +38,15 @@ func (r *recorder) BlobTransfer(op string, up bool, n int64, d time.Duration) {
 		r.bytes = map[string]int64{}
 	}
 	r.bytes[op] += n
+}
+
+func (r *recorder) Retry(call string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retries == nil {
+		r.retries = map[string]int{}
+	}
+	r.retries[call]++
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -37,29 +37,34 @@ import (
 
 // Blob write kinds the gate tells apart (as the emulator names them).
 const (
-	opPutBlob  = emulator.BlobOpPutBlob
-	opPutBlock = emulator.BlobOpPutBlock
+	opPutBlob      = emulator.BlobOpPutBlob
+	opPutBlock     = emulator.BlobOpPutBlock
+	opPutBlockList = emulator.BlobOpPutBlockList
 )
 
 // blobGate is a reverse proxy between the emulator and Azurite. Blob
 // writes of the kinds it is told to stop are held (never reach Azurite
-// until Open) or refused; everything else goes through. It sits behind the
-// emulator's own proxy, so the emulator still counts every request.
+// until Open), refused, or let through with their answer held (Azurite
+// has done them; the client does not know yet); everything else goes
+// through. It sits behind the emulator's own proxy, so the emulator still
+// counts every request.
 //
 // A held request's body is read first: that is what lets the server see a
 // client that went away (a killed mount), so a held request of a dead
-// process ends without ever reaching Azurite.
+// process ends without ever reaching Azurite, and a held answer is never
+// delivered.
 type blobGate struct {
 	srv      *httptest.Server
 	endpoint string // the account URL to give the emulator
 	proxy    *httputil.ReverseProxy
 
-	mu      sync.Mutex
-	stop    map[string]gateAction // GUARDED_BY(mu): blob op -> what to do
-	budget  map[string]int        // GUARDED_BY(mu): requests of an op still let through first
-	release chan struct{}         // GUARDED_BY(mu): closed by Open
-	held    int                   // GUARDED_BY(mu): requests waiting now
-	passed  map[string]int        // GUARDED_BY(mu): forwarded, by op
+	mu       sync.Mutex
+	stop     map[string]gateAction // GUARDED_BY(mu): blob op -> what to do
+	budget   map[string]int        // GUARDED_BY(mu): requests of an op still let through first
+	release  chan struct{}         // GUARDED_BY(mu): closed by Open
+	held     int                   // GUARDED_BY(mu): requests (or answers) waiting now
+	passed   map[string]int        // GUARDED_BY(mu): forwarded, by op
+	answered map[string]int        // GUARDED_BY(mu): done by Azurite (2xx), by op
 }
 
 type gateAction int
@@ -67,7 +72,12 @@ type gateAction int
 const (
 	gateHold gateAction = iota + 1
 	gateRefuse
+	gateHoldAnswer
 )
+
+// holdAnswerKey marks a forwarded request whose answer the gate holds; its
+// value is the release channel.
+type holdAnswerKey struct{}
 
 func newBlobGate(t *testing.T) *blobGate {
 	t.Helper()
@@ -80,9 +90,15 @@ func newBlobGate(t *testing.T) *blobGate {
 		t.Fatal(err)
 	}
 	g := &blobGate{stop: map[string]gateAction{}, budget: map[string]int{}, passed: map[string]int{},
-		release: make(chan struct{})}
+		answered: map[string]int{}, release: make(chan struct{})}
 	target := &url.URL{Scheme: u.Scheme, Host: u.Host}
-	g.proxy = &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		ModifyResponse: g.answer,
+		// A held answer whose client died, or Azurite failing: the client
+		// (the emulator's proxy) sees a 502, if it is still there.
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { w.WriteHeader(http.StatusBadGateway) },
+	}
 	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(func() {
 		g.Open()
@@ -100,6 +116,8 @@ func gateOp(r *http.Request) string {
 	switch comp := r.URL.Query().Get("comp"); {
 	case comp == "block":
 		return opPutBlock
+	case comp == "blocklist":
+		return opPutBlockList
 	case comp == "" && r.Header.Get("x-ms-copy-source") == "" && r.Header.Get("x-ms-blob-type") != "":
 		return opPutBlob
 	}
@@ -143,6 +161,8 @@ func (g *blobGate) serve(w http.ResponseWriter, r *http.Request) {
 			return // its client is gone: it never reaches Azurite
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+	case gateHoldAnswer:
+		r = r.WithContext(context.WithValue(r.Context(), holdAnswerKey{}, release))
 	}
 	g.mu.Lock()
 	g.passed[op]++
@@ -150,9 +170,40 @@ func (g *blobGate) serve(w http.ResponseWriter, r *http.Request) {
 	g.proxy.ServeHTTP(w, r)
 }
 
+// answer counts what Azurite did and holds the answers it was told to
+// hold until Open, or until their client is gone (then the answer is
+// dropped: Azurite did the request, its client never learns it).
+func (g *blobGate) answer(resp *http.Response) error {
+	ctx := resp.Request.Context()
+	if resp.StatusCode/100 == 2 {
+		g.mu.Lock()
+		g.answered[gateOp(resp.Request)]++
+		g.mu.Unlock()
+	}
+	release, ok := ctx.Value(holdAnswerKey{}).(chan struct{})
+	if !ok {
+		return nil
+	}
+	g.mu.Lock()
+	g.held++
+	g.mu.Unlock()
+	select {
+	case <-release:
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	g.held--
+	g.mu.Unlock()
+	return ctx.Err()
+}
+
 // Hold holds every request of the ops from now on, after letting the next
 // `after` of them through.
 func (g *blobGate) Hold(after int, ops ...string) { g.set(gateHold, after, ops) }
+
+// HoldAnswer lets every request of the ops through to Azurite from now on
+// and holds its answer.
+func (g *blobGate) HoldAnswer(ops ...string) { g.set(gateHoldAnswer, 0, ops) }
 
 // Refuse answers 400 to every request of the ops from now on.
 func (g *blobGate) Refuse(ops ...string) { g.set(gateRefuse, 0, ops) }
@@ -189,6 +240,14 @@ func (g *blobGate) Passed(op string) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.passed[op]
+}
+
+// Answered is the number of requests of op Azurite did (answered 2xx),
+// whether or not their answer reached the client.
+func (g *blobGate) Answered(op string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.answered[op]
 }
 
 // startGatedEmu starts an emulator whose blobs go through a new gate.
@@ -489,14 +548,14 @@ func (r *remoteSide) checkFile(p, sha string) *remote.DownloadFileResponse {
 	return d
 }
 
-// content is deterministic pseudo-random bytes.
+// content is deterministic pseudo-random bytes (ChaCha8: ten times
+// faster than a loop of Uint64 under the race detector).
 func content(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1))
-	b := make([]byte, n+7)
-	for i := 0; i < n; i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
-	}
-	return b[:n:n]
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	b := make([]byte, n)
+	rand.NewChaCha8(key).Read(b)
+	return b
 }
 
 func sha(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }

@@ -104,62 +104,147 @@ func TestCrashKill9WithFiftyPendingUploadsRemountFinishesThem(t *testing.T) {
 	}
 }
 
-func TestCrashKill9MidUploadResumesTheSameVersion(t *testing.T) {
+// TestCrashKill9AtEachPhaseOfAnUpload kills the mount (SIGKILL) at each
+// phase of a multi-block upload, remounts with the same cache dir and
+// checks through the API that the workspace ends with the written bytes in
+// exactly one version, made by exactly one commit, with no block staged
+// twice. In async mode close acknowledged the content before the kill; in
+// sync mode close was still waiting for the upload (nothing was
+// acknowledged, close fails), and the next mount finishes the journaled
+// content all the same.
+func TestCrashKill9AtEachPhaseOfAnUpload(t *testing.T) {
+	for _, mode := range []string{"async", "sync"} {
+		for _, phase := range []string{"before-any-block", "half-staged", "all-staged", "committed-not-journaled"} {
+			t.Run(mode+"/"+phase, func(t *testing.T) { testCrashAtPhase(t, mode, phase) })
+		}
+	}
+}
+
+func testCrashAtPhase(t *testing.T, mode, phase string) {
 	emu, gate := startGatedEmu(t)
 	info := emu.Info()
 	bin, tok, cacheDir := newEnv(t, info)
 	r := newRemoteSide(t, info)
-	const size, blk = 64 << 20, 8 << 20 // eight blocks
-	const before = 3                    // blocks staged before the crash
-	gate.Hold(before, opPutBlock)
-	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async", closeTimeUpload)
-	b := content(64, size)
+	const blk = 8 << 20
+	size, before := 3*blk+12345, 0 // four blocks, the last one short
+	switch phase {
+	case "before-any-block":
+		gate.Hold(0, opPutBlock)
+	case "half-staged":
+		// Eight blocks: three staged, then each of the four block writers
+		// held with its next one, the eighth not started.
+		size, before = 64<<20, 3
+		gate.Hold(before, opPutBlock)
+	case "all-staged":
+		gate.Hold(0, opPutBlockList)
+	case "committed-not-journaled":
+		gate.HoldAnswer(opPutBlockList)
+	}
+	blocks := (size + blk - 1) / blk
+	m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, closeTimeUpload)
+	b := content(uint64(size), size)
+	const p = "survey/grid.bin"
 	if err := os.Mkdir(filepath.Join(m.Dir, "survey"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if werr, cerr := writeFile(filepath.Join(m.Dir, "survey/grid.bin"), b); werr != nil || cerr != nil {
-		t.Fatalf("write: %v, close: %v", werr, cerr)
+	closed := make(chan error, 1)
+	if mode == "async" {
+		if werr, cerr := writeFile(filepath.Join(m.Dir, p), b); werr != nil || cerr != nil {
+			t.Fatalf("write: %v, close: %v", werr, cerr) // acknowledged from here on
+		}
+	} else {
+		go func() {
+			werr, cerr := writeFile(filepath.Join(m.Dir, p), b)
+			if werr != nil {
+				cerr = fmt.Errorf("write (not close): %w", werr)
+			}
+			closed <- cerr
+		}()
 	}
-	// Each of the upload's parallel block writers is held with its next
-	// block: the blocks before it are staged and journaled (a writer
-	// journals its block before it takes the next one).
+
+	// Wait for the phase: the upload's requests held where the case says,
+	// the journal (through evofs status) showing what was staged.
+	held, staged := 1, int64(size) // a held Put Block List (or its answer)
+	switch phase {
+	case "before-any-block":
+		held, staged = min(blocks, uploadWorkers), 0
+	case "half-staged":
+		// A block writer journals its block before it takes the next one.
+		held, staged = uploadWorkers, int64(before*blk)
+	}
 	var last mountStatus
 	waitFor(t, time.Minute, func() string { return fmt.Sprintf("held %d, status %+v", gate.Held(), last.Pending) }, func() bool {
-		if gate.Held() != 4 {
+		if gate.Held() != held {
 			return false
 		}
 		last = m.status()
-		return len(last.Pending) == 1 && last.Pending[0].Uploading && last.Pending[0].Staged == before*blk
+		return len(last.Pending) == 1 && last.Pending[0].Uploading && last.Pending[0].Staged == staged
 	})
-	if got := emu.Stats().Blob[emulator.BlobOpPutBlock].Status[201]; got != before {
-		t.Fatalf("%d blocks staged before the kill, want %d", got, before)
+	s := emu.Stats()
+	wantStaged := before
+	if staged == int64(size) {
+		wantStaged = blocks
+	}
+	if got := gate.Answered(opPutBlock); got != wantStaged {
+		t.Fatalf("%d blocks staged before the kill, want %d", got, wantStaged)
+	}
+	if s.Links.Upload != 1 {
+		t.Fatalf("%d versions started before the kill, want 1", s.Links.Upload)
+	}
+	wantCommits := 0
+	if phase == "committed-not-journaled" {
+		wantCommits = 1 // done by the store; the mount has not heard
+	}
+	if got := gate.Answered(opPutBlockList); got != wantCommits {
+		t.Fatalf("%d block lists committed before the kill, want %d", got, wantCommits)
 	}
 
 	m.Kill()
 	waitFor(t, 30*time.Second, func() string { return fmt.Sprintf("%d requests of the dead mount still held", gate.Held()) },
 		func() bool { return gate.Held() == 0 })
-	r.missing("survey/grid.bin")
+	if mode == "sync" {
+		if err := <-closed; err == nil {
+			t.Fatal("close returned 0 from a mount killed before its upload was done")
+		}
+	}
+	if phase != "committed-not-journaled" {
+		r.missing(p)
+	}
 	gate.Open()
-	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back=async", closeTimeUpload)
+	m2 := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, closeTimeUpload)
 	m2.waitDrained(2 * time.Minute)
 	m2.Stop()
+	if !strings.Contains(m2.Stderr.String(), "resuming an upload left by the last run") {
+		t.Errorf("the remount did not resume the journaled upload:\n%s", m2.Stderr.String())
+	}
 
-	d := r.checkFile("survey/grid.bin", sha(b))
-	s := emu.Stats()
+	if got := r.paths(); len(got) != 1 || got[p] != 1 {
+		t.Errorf("remote files %v, want only %s, once", got, p)
+	}
+	d := r.checkFile(p, sha(b)) // and exactly one version
+	s = emu.Stats()
+	if s.Links.Upload != 1 || s.APICalls(emulator.OpUpsertFileByPath) != 1 {
+		t.Errorf("%d versions started (%d upserts), want 1: the remount resumes version %s",
+			s.Links.Upload, s.APICalls(emulator.OpUpsertFileByPath), d.VersionID)
+	}
+	if got := gate.Answered(opPutBlockList); got != 1 {
+		t.Errorf("%d block lists committed, want 1", got)
+	}
 	if s.BlocksRestaged != 0 {
 		t.Errorf("%d blocks staged twice: the resumed upload must skip the journaled ones", s.BlocksRestaged)
 	}
-	if got := s.Blob[emulator.BlobOpPutBlock].Status[201]; got != size/blk {
-		t.Errorf("%d blocks staged in all, want %d", got, size/blk)
+	if got := gate.Answered(opPutBlock); got != blocks {
+		t.Errorf("%d blocks staged in all, want %d", got, blocks)
 	}
-	if s.Links.Upload != 1 || s.APICalls(emulator.OpUpsertFileByPath) != 1 {
-		t.Errorf("%d versions started (%d upserts), want 1: the remount resumes version %s", s.Links.Upload, s.APICalls(emulator.OpUpsertFileByPath), d.VersionID)
-	}
-	if s.Links.UploadReissued < 1 {
+	if phase == "committed-not-journaled" {
+		// The remount asks for a link to its version, hears that the
+		// upload is complete and clears the journal: nothing is sent.
+		if got := s.APICount(emulator.OpUpdateFile, 400); got != 1 || s.Links.UploadReissued != 0 {
+			t.Errorf("update_file answered 400 %d times, %d links reissued; want the remount told once that version %s is complete",
+				got, s.Links.UploadReissued, d.VersionID)
+		}
+	} else if s.Links.UploadReissued < 1 {
 		t.Errorf("no upload link reissued: the remount did not resume the journaled version")
-	}
-	if got := s.Blob[emulator.BlobOpPutBlockList].Status[201]; got != 1 {
-		t.Errorf("%d commits, want 1", got)
 	}
 }
 

@@ -29,6 +29,7 @@ type Metrics struct {
 	apiLatency *prometheus.HistogramVec
 	blobBytes  *prometheus.CounterVec
 	blobTime   *prometheus.HistogramVec
+	retries    *prometheus.CounterVec
 
 	// PendingUploads reports how many files the write path has journaled
 	// and not yet uploaded. runMount sets it to the write path's count when
@@ -56,7 +57,11 @@ func newMetrics() *Metrics {
 		Help:    "Duration of one blob request, by operation (get, put_blob, put_block).",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 	}, []string{"op"})
-	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.blobBytes, m.blobTime,
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "evofs_retries_total",
+		Help: "API and blob requests sent again after a transient failure (5xx, 408, 429, a dropped connection, a broken-off download), by call.",
+	}, []string{"call"})
+	m.reg.MustRegister(m.apiCalls, m.apiLatency, m.blobBytes, m.blobTime, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "evofs_token_renewal_failures_total", Help: "Failed attempts to get a new access token.",
@@ -95,6 +100,9 @@ func (m *Metrics) BlobTransfer(op string, up bool, n int64, d time.Duration) {
 	m.blobBytes.WithLabelValues(dir).Add(float64(n))
 	m.blobTime.WithLabelValues(op).Observe(d.Seconds())
 }
+
+// Retry implements remote.Observer.
+func (m *Metrics) Retry(call string) { m.retries.WithLabelValues(call).Inc() }
 
 // watchCache exports the block cache's counters and size.
 func (m *Metrics) watchCache(c *cache.Cache) {
