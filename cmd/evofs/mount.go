@@ -298,6 +298,13 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	shutCtx, cancelShut := context.WithTimeout(context.Background(), f.unmountWait)
 	left := fsys.Shutdown(shutCtx)
 	cancelShut()
+	// Closed here (the defers are for early returns) so that the last line
+	// means the cache is closed and nothing of the mount runs any more:
+	// whoever waits for it may remove the cache dir.
+	fsys.Close()
+	if err := blocks.Close(); err != nil {
+		log.Error("close the cache failed", "cache", f.cacheDir, "err", err)
+	}
 	log.Info("unmounted", "mountpoint", mountpoint, "uploads_left_in_journal", left)
 	return nil
 }
