@@ -6,6 +6,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 )
 
 // The blob proxy forwards /{account}/... to Azurite unchanged (method,
@@ -66,14 +67,17 @@ func (s *Server) blobName(r *http.Request) string {
 	return strings.TrimPrefix(r.URL.Path, prefix)
 }
 
+// countingReader counts a request body's bytes. The proxy's transport can
+// still be reading the body when the handler returns (the store answered
+// before the body was all sent), so the count is atomic.
 type countingReader struct {
 	io.ReadCloser
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -90,7 +94,7 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			n = 0
 			if body != nil {
-				n = body.n
+				n = body.n.Load()
 			}
 		}
 		s.stats.blob(op, sw.code(), n)
