@@ -644,7 +644,7 @@ func (c *Cache) store(key, data []byte) {
 	}
 	c.mu.Lock()
 	delete(c.inflight, string(key))
-	var victims [][]byte
+	var victims []lruEntry
 	if err == nil && size <= c.max {
 		c.addLocked(key, size)
 		victims = c.evictLocked(key)
@@ -682,7 +682,8 @@ func (c *Cache) forget(key []byte, el *list.Element, err error) {
 	}
 	c.mu.Unlock()
 	if same && corrupt {
-		if err := c.deleteLocked([][]byte{key}); err != nil {
+		// Of unknown length: every chunk a block can have.
+		if err := c.deleteLocked([]lruEntry{{key: string(key), size: c.bs}}); err != nil {
 			c.storeFailed("delete damaged block", err)
 		}
 	}
@@ -715,11 +716,11 @@ func (c *Cache) removeLocked(el *list.Element) {
 }
 
 // evictLocked removes least recently used entries, other than keep, until
-// the cache fits MaxBytes, and returns their keys for deleteLocked.
+// the cache fits MaxBytes, and returns them for deleteLocked.
 //
 // LOCKS_REQUIRED(c.mu)
-func (c *Cache) evictLocked(keep []byte) [][]byte {
-	var victims [][]byte
+func (c *Cache) evictLocked(keep []byte) []lruEntry {
+	var victims []lruEntry
 	for c.used > c.max {
 		el := c.lru.Back()
 		if el == nil {
@@ -730,7 +731,7 @@ func (c *Cache) evictLocked(keep []byte) [][]byte {
 			break // alone and still too big: store checks size <= max first
 		}
 		c.removeLocked(el)
-		victims = append(victims, []byte(e.key))
+		victims = append(victims, *e)
 		c.stats.evictions.Add(1)
 		c.stats.evictedBytes.Add(e.size)
 		c.churn += e.size

@@ -342,12 +342,13 @@ func (c *Cache) put(key, data []byte) error {
 	})
 }
 
-// deleteLocked deletes keys in one batch. A failure leaves the blocks on
-// disk but out of the index; the next Open finds and counts them again.
+// deleteLocked deletes blocks (their chunks, by each entry's size) in one
+// batch. A failure leaves the blocks on disk but out of the index; the
+// next Open finds and counts them again.
 //
 // LOCKS_REQUIRED(c.storeMu)
-func (c *Cache) deleteLocked(keys [][]byte) error {
-	if len(keys) == 0 {
+func (c *Cache) deleteLocked(blocks []lruEntry) error {
+	if len(blocks) == 0 {
 		return nil
 	}
 	err := c.fault("delete")
@@ -355,9 +356,9 @@ func (c *Cache) deleteLocked(keys [][]byte) error {
 		wb := c.db.NewWriteBatch()
 		defer wb.Cancel()
 	del:
-		for _, k := range keys {
-			for i := range c.chunks(c.bs) { // the chunks a block can have
-				if err = wb.Delete(chunkKey(k, i)); err != nil {
+		for _, b := range blocks {
+			for i := range c.chunks(b.size) {
+				if err = wb.Delete(chunkKey([]byte(b.key), i)); err != nil {
 					break del
 				}
 			}
@@ -367,7 +368,7 @@ func (c *Cache) deleteLocked(keys [][]byte) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("delete %d evicted blocks: %w", len(keys), err)
+		return fmt.Errorf("delete %d evicted blocks: %w", len(blocks), err)
 	}
 	return nil
 }
