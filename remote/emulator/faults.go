@@ -81,18 +81,21 @@ func roll(rate float64) bool { return rate > 0 && rand.Float64() < rate }
 
 // dropConn closes the client connection without answering. It reports false
 // if the connection cannot be hijacked (then the caller answers 503).
-func dropConn(w http.ResponseWriter) bool {
+// counted runs before the close: once the client sees the connection drop it
+// may ask for the stats at once, and they must already hold this request.
+func dropConn(w http.ResponseWriter, counted func()) bool {
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return false
 	}
+	counted()
 	_ = conn.Close()
 	return true
 }
 
 // apiFault answers r with an injected API fault and returns the status
-// recorded for it.
-func apiFault(w http.ResponseWriter) int {
+// recorded for it; a dropped connection calls counted before it drops.
+func apiFault(w http.ResponseWriter, counted func()) int {
 	switch rand.IntN(faultKinds) {
 	case faultServerError:
 		writeProblem(w, problemf(http.StatusInternalServerError, remote.CodeAPIErrors, "injected fault"))
@@ -105,7 +108,7 @@ func apiFault(w http.ResponseWriter) int {
 		writeProblem(w, problemf(http.StatusBadGateway, code, "injected fault"))
 		return http.StatusBadGateway
 	case faultDrop:
-		if dropConn(w) {
+		if dropConn(w, counted) {
 			return StatusDroppedByFault
 		}
 	}
@@ -115,7 +118,8 @@ func apiFault(w http.ResponseWriter) int {
 }
 
 // blobFault answers r as Azure Storage would fail, and returns the status.
-func blobFault(w http.ResponseWriter) int {
+// A dropped connection calls counted before it drops.
+func blobFault(w http.ResponseWriter, counted func()) int {
 	var status int
 	var code string
 	switch rand.IntN(faultKinds) {
@@ -124,7 +128,7 @@ func blobFault(w http.ResponseWriter) int {
 	case faultBadGateway:
 		status, code = http.StatusBadGateway, "BadGateway"
 	case faultDrop:
-		if dropConn(w) {
+		if dropConn(w, counted) {
 			return StatusDroppedByFault
 		}
 		fallthrough

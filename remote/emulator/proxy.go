@@ -89,7 +89,11 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 		body = &countingReader{ReadCloser: r.Body}
 		r.Body = body
 	}
+	counted := false
 	defer func() {
+		if counted {
+			return
+		}
 		n := sw.bytes
 		if r.Method != http.MethodGet {
 			n = 0
@@ -103,10 +107,7 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 	sleepCtx(r.Context(), k.blobLatency)
 	if roll(k.blobFault) {
 		s.stats.update(func(st *Stats) { st.Faults.Blob++ })
-		status := blobFault(sw)
-		if status == StatusDroppedByFault {
-			sw.status, sw.wrote = StatusDroppedByFault, true
-		}
+		blobFault(sw, func() { s.stats.blob(op, StatusDroppedByFault, 0); counted = true })
 		return
 	}
 	s.log.Debug("blob", "op", op, "path", r.URL.Path) // never the query: it holds the signature

@@ -295,14 +295,17 @@ type apiHandler func(w http.ResponseWriter, r *http.Request, c *caller) *apiErro
 func (s *Server) api(op string, h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
-		defer func() { s.stats.api(op, sw.code()) }()
+		counted := false
+		defer func() {
+			if !counted {
+				s.stats.api(op, sw.code())
+			}
+		}()
 		k := s.knobs()
 		sleepCtx(r.Context(), k.apiLatency)
 		if roll(k.apiFault) {
 			s.stats.update(func(st *Stats) { st.Faults.API++ })
-			if status := apiFault(sw); status == StatusDroppedByFault {
-				sw.status, sw.wrote = StatusDroppedByFault, true
-			}
+			apiFault(sw, func() { s.stats.api(op, StatusDroppedByFault); counted = true })
 			return
 		}
 		s.log.Debug("api", "op", op, "method", r.Method, "path", r.URL.Path)
