@@ -3,6 +3,7 @@ package emulator_test
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +68,41 @@ func TestBlobProxy(t *testing.T) {
 	}
 	if st.Links.Download != 1 {
 		t.Fatalf("download links %d", st.Links.Download)
+	}
+}
+
+// TestPutBlobSettlesFromItsAnswer: a version committed by one Put Blob is
+// settled from that answer (size, ETag, time as storage has them), and a
+// second Put Blob over the same link, which the first settle cannot tell
+// apart from a race, settles from storage: the newer bytes win either way.
+func TestPutBlobSettlesFromItsAnswer(t *testing.T) {
+	e := newEnv(t)
+	etagOf := func(link string) (string, time.Time) {
+		t.Helper()
+		resp, b := e.do(http.MethodHead, link, "", nil)
+		wantStatus(t, resp, b, http.StatusOK)
+		mod, err := http.ParseTime(resp.Header.Get("Last-Modified"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Trim(resp.Header.Get("ETag"), `"`), mod
+	}
+	up := e.upsert("s/a.txt")
+	for i, content := range []string{"hello", "hello, world!"} {
+		e.s.ResetStats()
+		resp, b := e.putBlob(up.Upload, content)
+		wantStatus(t, resp, b, http.StatusCreated)
+		if got := e.s.Stats().StorageReads; got != int64(i) {
+			t.Fatalf("Put Blob %d settled with %d reads of storage, want %d", i+1, got, i)
+		}
+		d := e.getByPath("s/a.txt", "")
+		etag, mod := etagOf(d.Download)
+		if d.VersionID != up.VersionID || d.Size != int64(len(content)) || strings.Trim(d.ETag, `"`) != etag || !d.ModifiedAt.Equal(mod) {
+			t.Fatalf("after Put Blob of %q: version %s size %d etag %s modified %s; want %s, %d, %s, %s",
+				content, d.VersionID, d.Size, d.ETag, d.ModifiedAt, up.VersionID, len(content), etag, mod)
+		}
+		if got := e.download(d.Download); got != content {
+			t.Fatalf("download %q, want %q", got, content)
+		}
 	}
 }

@@ -144,11 +144,34 @@ func (s *Server) afterBlobResponse(resp *http.Response) error {
 		s.stagedMu.Lock()
 		delete(s.staged, blob)
 		s.stagedMu.Unlock()
-		if err := s.settleBlob(r.Context(), blob); err != nil {
+		var err error
+		if st, ok := putBlobState(resp); ok {
+			err = s.settleAnswered(r.Context(), blob, st)
+		} else {
+			err = s.settleBlob(r.Context(), blob)
+		}
+		if err != nil {
 			// The commit went through; the version settles on the next
 			// list or get instead.
 			s.log.Warn("settle after commit", "blob", blob, "err", err)
 		}
 	}
 	return nil
+}
+
+// putBlobState is the state a successful Put Blob answer tells of its blob:
+// committed, with the request's length, the answer's ETag and time. ok is
+// false for other operations (a block list's answer has no length; a copy
+// may still be running) and for an answer without those headers.
+func putBlobState(resp *http.Response) (blobState, bool) {
+	r := resp.Request
+	if blobOp(r) != BlobOpPutBlob || r.ContentLength < 0 {
+		return blobState{}, false
+	}
+	etag := resp.Header.Get("ETag")
+	mod, err := http.ParseTime(resp.Header.Get("Last-Modified"))
+	if etag == "" || err != nil {
+		return blobState{}, false
+	}
+	return blobState{committed: true, size: r.ContentLength, etag: etag, modified: mod.UTC()}, true
 }

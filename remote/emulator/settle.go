@@ -20,20 +20,45 @@ const settleConcurrency = 8
 // committed version refreshes its size and etag (its blob was written again).
 func (s *Server) settleBlob(ctx context.Context, blob string) error {
 	s.mu.RLock()
-	ref, ok := s.idx.byBlob[blob]
+	_, ok := s.idx.byBlob[blob]
 	s.mu.RUnlock()
 	if !ok {
 		return nil
 	}
+	s.stats.update(func(st *Stats) { st.StorageReads++ })
 	st, err := s.blobs.state(ctx, blob)
 	if err != nil {
-		return fmt.Errorf("settle version %d of file %s: %w", ref.versionID, ref.fileID, err)
+		return fmt.Errorf("settle blob %s: %w", blob, err)
 	}
+	return s.applyState(blob, st, false)
+}
+
+// settleAnswered settles blob from the answer of the Put Blob that just
+// committed it (its ETag and Last-Modified, the request's length), saving
+// storage a properties read per upload. Only a version's first commit is
+// settled so: if it is committed already, two writes of its blob may have
+// raced, and only storage knows which one is there now.
+func (s *Server) settleAnswered(ctx context.Context, blob string, st blobState) error {
+	if err := s.applyState(blob, st, true); !errors.Is(err, errSettledBefore) {
+		return err
+	}
+	return s.settleBlob(ctx, blob)
+}
+
+var errSettledBefore = errors.New("version committed before")
+
+// applyState records blob's storage state st on the version that owns it.
+// onlyFirst: a version committed already is left alone (errSettledBefore).
+func (s *Server) applyState(blob string, st blobState, onlyFirst bool) error {
 	if !st.committed {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ref, ok := s.idx.byBlob[blob]
+	if !ok {
+		return nil
+	}
 	f := s.idx.files[ref.fileID]
 	if f == nil {
 		return nil
@@ -42,11 +67,14 @@ func (s *Server) settleBlob(ctx context.Context, blob string) error {
 	if v == nil || (v.Committed && v.ETag == st.etag) {
 		return nil
 	}
+	if v.Committed && onlyFirst {
+		return errSettledBefore
+	}
 	nf := f.clone()
 	nv := nf.version(ref.versionID)
 	nv.Committed, nv.Size, nv.ETag, nv.ModifiedAt = true, st.size, st.etag, st.modified
 	if e := s.commitRecord(nf); e != nil {
-		return errors.New(e.detail)
+		return fmt.Errorf("settle version %d of file %s: %s", ref.versionID, ref.fileID, e.detail)
 	}
 	return nil
 }

@@ -21,6 +21,9 @@ type Stats struct {
 	// block id already staged successfully on the same blob.
 	BlocksRestaged int64 `json:"blocks_restaged"`
 	TokensIssued   int64 `json:"tokens_issued"`
+	// StorageReads counts the emulator's own reads of a blob's
+	// properties in storage, to settle versions.
+	StorageReads int64 `json:"storage_reads"`
 }
 
 // BlobOpStats counts one kind of blob request. Bytes are the response body
