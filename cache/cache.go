@@ -134,6 +134,13 @@ type Cache struct {
 	// (under mu) may start a fetch without duplicating one.
 	inflight map[string]*fetch // GUARDED_BY(mu)
 	churn    int64             // GUARDED_BY(mu): bytes evicted since maintenance last ran
+
+	// bufs keeps fetch buffers of runCap bytes for reuse: a cold read
+	// allocating 16 MiB per fetch kept the heap churning, and under the
+	// soft memory limit every new buffer was faulted in and zeroed again
+	// (a quarter of the cold read's CPU; see docs/benchmarks.md).
+	bufs   sync.Pool // of *[]byte
+	runCap int
 }
 
 // lruEntry is one stored block in the LRU list.
@@ -147,6 +154,15 @@ type fetch struct {
 	done chan struct{} // closed once data or err is set
 	data []byte        // the block, read-only once done (nil on error)
 	err  error
+	buf  *runBuf // the buffer data lies in, shared by the blocks of one fetch
+}
+
+// runBuf is the buffer of one fetch. Its blocks' waiters copy out of it,
+// so it is reused (see Cache.bufs) only once the fetch has stored its
+// blocks, which ends new waiters, and every waiter has let go.
+type runBuf struct {
+	b    []byte
+	refs int // GUARDED_BY(Cache.mu): the fetch itself and each waiter
 }
 
 // counters back Stats.
@@ -156,6 +172,7 @@ type counters struct {
 	readaheads                           atomic.Int64
 	evictions, evictedBytes, storeErrors atomic.Int64
 	gcRuns                               atomic.Int64
+	buffersReused                        atomic.Int64 // fetch buffers taken from bufs
 }
 
 // Stats are the cache's counters since Open.
@@ -214,6 +231,7 @@ func Open(o Options) (*Cache, error) {
 		lru:        list.New(),
 		inflight:   make(map[string]*fetch),
 		trace:      newTracer(o.Trace),
+		runCap:     int(max(bs, maxRunBytes/bs*bs)),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.pipe.closed = c.ctx.Done()
@@ -362,28 +380,14 @@ type block struct {
 //
 // LOCKS_EXCLUDED(c.mu, c.storeMu)
 func (c *Cache) readBlock(ctx context.Context, b block, dst []byte, off int64) error {
-	_, err := c.fetchOrGet(ctx, b, dst, off)
-	return err
-}
-
-// fetchOrGet is readBlock that can hand out the block whole: with a nil dst it
-// returns the whole block, either the fetch's own buffer (never written
-// again once fetched, so no copy is made) or a fresh copy from the store.
-//
-// LOCKS_EXCLUDED(c.mu, c.storeMu)
-func (c *Cache) fetchOrGet(ctx context.Context, b block, dst []byte, off int64) ([]byte, error) {
-	whole := dst == nil
-	if whole {
-		off = 0
-	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			return nil, ErrClosed
+			return ErrClosed
 		}
 		if el, ok := c.index[string(b.key)]; ok {
 			c.lru.MoveToFront(el)
@@ -392,13 +396,10 @@ func (c *Cache) fetchOrGet(ctx context.Context, b block, dst []byte, off int64) 
 				e.size = b.len
 			}
 			c.mu.Unlock()
-			if whole {
-				dst = make([]byte, b.len)
-			}
 			err := c.get(b.key, b.len, dst, off)
 			if err == nil {
 				c.stats.hits.Add(1)
-				return dst, nil
+				return nil
 			}
 			c.forget(b.key, el, err)
 			continue // fetch it
@@ -408,31 +409,65 @@ func (c *Cache) fetchOrGet(ctx context.Context, b block, dst []byte, off int64) 
 			c.trace.mark(&b, "fetch demand")
 			fl, shared = c.startFetchLocked(ctx, []block{b}, nil, nil)[0], false
 		}
+		fl.buf.refs++
 		c.mu.Unlock()
 		c.stats.misses.Add(1)
 		if shared {
 			c.stats.sharedWaits.Add(1)
 		}
-		c.trace.mark(&b, "wait")
-		select {
-		case <-fl.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		c.trace.mark(&b, "woke")
-		if fl.err != nil {
-			return nil, fl.err
-		}
-		if int64(len(fl.data)) != b.len {
-			// Two Files of one version disagree on its size.
-			return nil, fmt.Errorf("block %d of %s@%s: fetched %d bytes for a reader expecting %d (inconsistent version size)",
-				b.idx, b.v.FileID, b.v.VersionID, len(fl.data), b.len)
-		}
-		if whole {
-			return fl.data, nil
-		}
-		copy(dst, fl.data[off:])
-		return dst, nil
+		err := c.copyFetched(ctx, b, fl, dst, off)
+		c.unref(fl.buf)
+		return err
+	}
+}
+
+// copyFetched waits for fl, the fetch of block b, and copies bytes [off,
+// off+len(dst)) of the block into dst.
+func (c *Cache) copyFetched(ctx context.Context, b block, fl *fetch, dst []byte, off int64) error {
+	c.trace.mark(&b, "wait")
+	select {
+	case <-fl.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.trace.mark(&b, "woke")
+	if fl.err != nil {
+		return fl.err
+	}
+	if int64(len(fl.data)) != b.len {
+		// Two Files of one version disagree on its size.
+		return fmt.Errorf("block %d of %s@%s: fetched %d bytes for a reader expecting %d (inconsistent version size)",
+			b.idx, b.v.FileID, b.v.VersionID, len(fl.data), b.len)
+	}
+	copy(dst, fl.data[off:])
+	return nil
+}
+
+// newBuf returns a fetch buffer of n bytes, a reused one if it can.
+func (c *Cache) newBuf(n int) []byte {
+	if n > c.runCap {
+		return make([]byte, n)
+	}
+	if p, ok := c.bufs.Get().(*[]byte); ok {
+		c.stats.buffersReused.Add(1)
+		return (*p)[:n]
+	}
+	return make([]byte, n, c.runCap)
+}
+
+// unref lets go of one reference to a fetch buffer; the last one puts it
+// back for reuse.
+//
+// LOCKS_EXCLUDED(c.mu)
+func (c *Cache) unref(rb *runBuf) {
+	c.mu.Lock()
+	rb.refs--
+	last := rb.refs == 0
+	c.mu.Unlock()
+	if last && cap(rb.b) == c.runCap {
+		b := rb.b[:0]
+		rb.b = nil
+		c.bufs.Put(&b)
 	}
 }
 
@@ -482,8 +517,9 @@ func (c *Cache) prefetchRun(run []block, release, settled func()) bool {
 // LOCKS_REQUIRED(c.mu); c must not be closed.
 func (c *Cache) startFetchLocked(ctx context.Context, run []block, release, settled func()) []*fetch {
 	fls := make([]*fetch, len(run))
+	rb := &runBuf{refs: 1} // the fetch's own, until its blocks are stored
 	for i, b := range run {
-		fls[i] = &fetch{done: make(chan struct{})}
+		fls[i] = &fetch{done: make(chan struct{}), buf: rb}
 		c.inflight[string(b.key)] = fls[i]
 	}
 	c.wg.Add(1)
@@ -519,7 +555,8 @@ func (c *Cache) runFetch(ctx context.Context, fls []*fetch, run []block, release
 		total += int(b.len)
 		ends[i] = total
 	}
-	buf := make([]byte, total)
+	buf := c.newBuf(total)
+	fls[0].buf.b = buf
 	off := run[0].idx * c.bs
 	handed := 0 // blocks handed out
 	handOut := func(n int) {
@@ -574,6 +611,9 @@ func (c *Cache) runFetch(ctx context.Context, fls []*fetch, run []block, release
 		c.store(run[i].key, fls[i].data)
 		c.trace.mark(&run[i], "stored")
 	}
+	// Every block is out of the in-flight map now: no new waiter can
+	// take the buffer, and it goes back once the last one has copied.
+	c.unref(fls[0].buf)
 }
 
 // pipeline is a byte budget: readahead takes a fetch's bytes before

@@ -103,7 +103,7 @@ type File struct {
 	// pieces (128 KiB by default), and one store read (one checksum) per
 	// block instead of per piece is most of the warm read's CPU.
 	curMu  sync.Mutex
-	curIdx int64  // GUARDED_BY(curMu); -1 when cur is empty
+	curIdx int64  // GUARDED_BY(curMu); -1 when cur holds no block
 	cur    []byte // GUARDED_BY(curMu)
 }
 
@@ -222,7 +222,9 @@ func (f *File) read(ctx context.Context, p []byte, off, first, last int64) (int,
 
 // readOne copies part of one block into dst through f's block buffer: a
 // piece of the buffered block costs no store read; a piece of another
-// block reads that whole block once and buffers it.
+// block reads that whole block once into the buffer. The buffer is f's
+// own (taken out while it is filled), never a fetch's, so fetch buffers
+// can be reused.
 func (f *File) readOne(ctx context.Context, b block, dst []byte, off int64) error {
 	f.curMu.Lock()
 	if f.curIdx == b.idx {
@@ -230,19 +232,37 @@ func (f *File) readOne(ctx context.Context, b block, dst []byte, off int64) erro
 		f.curMu.Unlock()
 		return nil
 	}
-	f.curMu.Unlock()
 	if int64(len(dst)) == b.len {
+		f.curMu.Unlock()
 		return f.c.readBlock(ctx, b, dst, off) // the whole block: no need to buffer
 	}
-	whole, err := f.c.fetchOrGet(ctx, b, nil, 0)
-	if err != nil {
+	buf := f.cur
+	f.cur, f.curIdx = nil, -1
+	f.curMu.Unlock()
+	if int64(cap(buf)) < b.len {
+		buf = make([]byte, f.c.bs)
+	}
+	buf = buf[:b.len]
+	if err := f.c.readBlock(ctx, b, buf, 0); err != nil {
+		f.putCur(buf, -1)
 		return err
 	}
-	copy(dst, whole[off:])
-	f.curMu.Lock()
-	f.curIdx, f.cur = b.idx, whole
-	f.curMu.Unlock()
+	copy(dst, buf[off:])
+	f.putCur(buf, b.idx)
 	return nil
+}
+
+// putCur makes buf f's block buffer, holding block idx (-1: nothing),
+// unless a concurrent read put another one there meanwhile.
+func (f *File) putCur(buf []byte, idx int64) {
+	if buf == nil {
+		return
+	}
+	f.curMu.Lock()
+	if f.cur == nil {
+		f.cur, f.curIdx = buf, idx
+	}
+	f.curMu.Unlock()
 }
 
 // block describes block idx of f's version.

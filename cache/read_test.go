@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -325,5 +326,67 @@ func TestNegativeOffset(t *testing.T) {
 	f := c.File(Version{FileID: "f", VersionID: "1", Size: 10}, newSource(10, 0), FileOptions{})
 	if _, err := f.ReadAt(t.Context(), make([]byte, 1), -1); !errors.Is(err, errNegativeOffset) {
 		t.Errorf("ReadAt at -1: %v", err)
+	}
+}
+
+// TestFetchBuffersAreReusedOnlyOnceFree: readers of several versions, in a
+// cache too small to keep them, fetch again and again while others still
+// copy out of earlier fetches. Fetch buffers are reused, and never while a
+// reader may still copy out of one: every byte is right, and the race
+// detector sees no write into a buffer a reader is still copying from.
+func TestFetchBuffersAreReusedOnlyOnceFree(t *testing.T) {
+	const bs = 64 << 10
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			c, _ := openCache(t, kind, "", Options{BlockSize: bs, MaxBytes: 4 * bs})
+			type ver struct {
+				v   Version
+				src *source
+			}
+			var vers []ver
+			for i := range 3 {
+				size := int64(12*bs + 1000*i)
+				vers = append(vers, ver{Version{FileID: "reuse", VersionID: string(rune('a' + i)), Size: size}, newSource(size, byte(i))})
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for g := range 8 {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(g), 7))
+					for range 40 {
+						vr := vers[rng.IntN(len(vers))]
+						f := c.File(vr.v, vr.src, FileOptions{FetchSize: 4 * bs})
+						off := rng.Int64N(vr.v.Size)
+						for range 1 + rng.IntN(6) { // a sequential burst: readahead runs
+							n := min(int64(1+rng.IntN(2*bs)), vr.v.Size-off)
+							if n <= 0 {
+								break
+							}
+							p := make([]byte, n)
+							if _, err := f.ReadAt(t.Context(), p, off); err != nil && err != io.EOF {
+								errs <- err
+								f.Close()
+								return
+							}
+							if !bytes.Equal(p, vr.src.want(off, n)) {
+								errs <- fmt.Errorf("%s: wrong bytes at %d+%d", vr.v.VersionID, off, n)
+								f.Close()
+								return
+							}
+							off += n
+						}
+						f.Close()
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if c.stats.buffersReused.Load() == 0 {
+				t.Errorf("no fetch buffer reused in %d fetches", c.Stats().Fetches)
+			}
+		})
 	}
 }
