@@ -61,8 +61,12 @@ var fsxNames = []string{"a/f0", "a/f1", "a/f2", "b/f0", "b/f1", "b/f2"}
 // so far, so that CI stays reproducible; EVOFS_FSX_SEED=random runs a new
 // one (printed, for replay).
 const (
-	fsxCIOps  = 20000
-	fsxCISeed = 1796205632694113285
+	fsxCIOps = 20000
+	// fsxHangAfter is the watchdog of each TestFsx mount: a CI run of
+	// 10,000 operations in one mount took over 4 minutes under -race on
+	// a slow day, progressing all along.
+	fsxHangAfter = 12 * time.Minute
+	fsxCISeed    = 1796205632694113285
 	// The unlink-open subtests run 1/fsxUnlinkOpenPart of the
 	// operations on top (5,000 in CI, some 20 s).
 	fsxUnlinkOpenPart = 4
@@ -242,7 +246,7 @@ func (x *fsx) existing() []string {
 func (x *fsx) run(ops int) {
 	t := x.t
 	cacheDir := t.TempDir()
-	x.m = mountEmu(t, startEmu(t), mountConfig{cacheDir: cacheDir, async: x.async})
+	x.m = mountEmu(t, startEmu(t), mountConfig{cacheDir: cacheDir, async: x.async, hangAfter: fsxHangAfter})
 	x.counts = map[string]int{}
 	t.Cleanup(func() { // before the unmount (cleanups run last first)
 		for _, h := range x.handles {
@@ -274,7 +278,7 @@ func (x *fsx) run(ops int) {
 	x.checkRemote()
 	x.checkMount("the mount")
 	x.m.unmount()
-	x.m = mountEmu(t, x.m.Emu, mountConfig{cacheDir: cacheDir, async: x.async})
+	x.m = mountEmu(t, x.m.Emu, mountConfig{cacheDir: cacheDir, async: x.async, hangAfter: fsxHangAfter})
 	x.checkMount("a remount over the same cache")
 	x.checkRemote()
 }

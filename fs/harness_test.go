@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -48,6 +49,11 @@ type mountConfig struct {
 	async    bool   // --write-back=async
 	token    string // "" = the editor's
 	hub      string // the File API's URL; "" = the emulator's (a proxy in front of it otherwise)
+	// hangAfter is how long the mount may stay mounted before the
+	// watchdog calls it hung; 0 = 4 minutes. Long randomized runs set
+	// more: under the race detector on a busy machine they progress
+	// slowly, and a slow run is not a hang.
+	hangAfter time.Duration
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -104,7 +110,8 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 		c.Close()
 		t.Fatal(err)
 	}
-	dog := watchdog(t, m.Dir, 4*time.Minute)
+	hangAfter := cmp.Or(cfg.hangAfter, 4*time.Minute)
+	dog := watchdog(t, m.Dir, hangAfter)
 	var once sync.Once
 	m.unmount = func() {
 		once.Do(func() {
