@@ -255,9 +255,6 @@ func (f *File) readOne(ctx context.Context, b block, dst []byte, off int64) erro
 // putCur makes buf f's block buffer, holding block idx (-1: nothing),
 // unless a concurrent read put another one there meanwhile.
 func (f *File) putCur(buf []byte, idx int64) {
-	if buf == nil {
-		return
-	}
 	f.curMu.Lock()
 	if f.cur == nil {
 		f.cur, f.curIdx = buf, idx

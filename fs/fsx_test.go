@@ -61,15 +61,15 @@ var fsxNames = []string{"a/f0", "a/f1", "a/f2", "b/f0", "b/f1", "b/f2"}
 // so far, so that CI stays reproducible; EVOFS_FSX_SEED=random runs a new
 // one (printed, for replay).
 const (
-	fsxCIOps = 20000
+	fsxCIOps  = 20000
+	fsxCISeed = 1796205632694113285
+	// The unlink-open subtests run 1/fsxUnlinkOpenPart of the
+	// operations on top (5,000 in CI, some 20 s).
+	fsxUnlinkOpenPart = 4
 	// fsxHangAfter is the watchdog of each TestFsx mount: a CI run of
 	// 10,000 operations in one mount took over 4 minutes under -race on
 	// a slow day, progressing all along.
 	fsxHangAfter = 12 * time.Minute
-	fsxCISeed    = 1796205632694113285
-	// The unlink-open subtests run 1/fsxUnlinkOpenPart of the
-	// operations on top (5,000 in CI, some 20 s).
-	fsxUnlinkOpenPart = 4
 )
 
 func TestFsx(t *testing.T) {

@@ -93,33 +93,32 @@ func dropConn(w http.ResponseWriter, counted func()) bool {
 	return true
 }
 
-// apiFault answers r with an injected API fault and returns the status
-// recorded for it; a dropped connection calls counted before it drops.
-func apiFault(w http.ResponseWriter, counted func()) int {
+// apiFault answers r with an injected API fault (the status writer records
+// its status); a dropped connection calls counted before it drops.
+func apiFault(w http.ResponseWriter, counted func()) {
 	switch rand.IntN(faultKinds) {
 	case faultServerError:
 		writeProblem(w, problemf(http.StatusInternalServerError, remote.CodeAPIErrors, "injected fault"))
-		return http.StatusInternalServerError
+		return
 	case faultBadGateway:
 		code := remote.CodeBadGateway
 		if rand.IntN(2) == 0 {
 			code = remote.CodeMetadataStoreError
 		}
 		writeProblem(w, problemf(http.StatusBadGateway, code, "injected fault"))
-		return http.StatusBadGateway
+		return
 	case faultDrop:
 		if dropConn(w, counted) {
-			return StatusDroppedByFault
+			return
 		}
 	}
 	// There is no 503 code in the contract's table: the body says api-errors.
 	writeProblem(w, &apiError{status: http.StatusServiceUnavailable, code: remote.CodeAPIErrors, detail: "injected fault: service unavailable"})
-	return http.StatusServiceUnavailable
 }
 
-// blobFault answers r as Azure Storage would fail, and returns the status.
-// A dropped connection calls counted before it drops.
-func blobFault(w http.ResponseWriter, counted func()) int {
+// blobFault answers r as Azure Storage would fail (the status writer
+// records its status); a dropped connection calls counted before it drops.
+func blobFault(w http.ResponseWriter, counted func()) {
 	var status int
 	var code string
 	switch rand.IntN(faultKinds) {
@@ -129,14 +128,13 @@ func blobFault(w http.ResponseWriter, counted func()) int {
 		status, code = http.StatusBadGateway, "BadGateway"
 	case faultDrop:
 		if dropConn(w, counted) {
-			return StatusDroppedByFault
+			return
 		}
 		fallthrough
 	default:
 		status, code = http.StatusServiceUnavailable, "ServerBusy"
 	}
 	writeStorageError(w, status, code, "injected fault")
-	return status
 }
 
 func writeStorageError(w http.ResponseWriter, status int, code, msg string) {
