@@ -54,3 +54,29 @@ func BenchmarkSequentialRead(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDirtyWrite writes a 256 MiB new file into the journal in 1 MiB
+// writes (the FUSE write size evofs asks for), as cp into the mount does.
+func BenchmarkDirtyWrite(b *testing.B) {
+	const size, chunk = 256 << 20, 1 << 20
+	c, _ := openCache(b, "disk", "", Options{MaxBytes: 1 << 30})
+	buf := make([]byte, chunk)
+	newSource(chunk, 1).fill(buf, 0)
+	b.SetBytes(size)
+	n := 0
+	for b.Loop() {
+		d, err := c.NewDirty(Record{Path: fmt.Sprintf("bench/%d.bin", n)}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for off := int64(0); off < size; off += chunk {
+			if _, err := d.WriteAt(context.Background(), buf, off); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := d.Remove(); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+}

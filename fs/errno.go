@@ -18,16 +18,36 @@ func errno(log *slog.Logger, op, path string, err error) syscall.Errno {
 		return 0
 	}
 	e := toErrno(err)
-	// A bare errno is an answer (ENOTEMPTY, EEXIST, EACCES of the role
-	// probe...), not a failure to report.
+	// A bare errno is an answer (ENOTEMPTY, EEXIST...), not a failure to
+	// report.
 	if bare, ok := err.(syscall.Errno); ok && bare == e {
 		return e
 	}
-	if e != syscall.EINTR {
+	var r *refusal
+	switch {
+	case errors.As(err, &r):
+		log.Warn(op+" refused", "path", path, "code", r.code, "errno", e.Error(), "why", r.why)
+	case e != syscall.EINTR:
 		log.Error(op+" failed", "path", path, "code", remote.ErrorCode(err), "errno", e.Error(), "err", err)
 	}
 	return e
 }
+
+// refusal is an answer evofs gives without asking the service: a name the
+// service would refuse, a write on a read-only mount or by a role that may
+// only read. Unlike a bare errno it is logged, with the path and the
+// service's code for it where it has one.
+type refusal struct {
+	errno syscall.Errno
+	code  string
+	why   string
+}
+
+func (r *refusal) Error() string { return r.why }
+func (r *refusal) Unwrap() error { return r.errno }
+
+// errReadOnly refuses a change on a mount made with --read-only.
+var errReadOnly error = &refusal{errno: syscall.EROFS, why: "the mount is read-only"}
 
 func toErrno(err error) syscall.Errno {
 	var se syscall.Errno

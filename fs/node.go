@@ -134,7 +134,7 @@ var _ = (gofs.NodeSetattrer)((*dirNode)(nil))
 // (the service stores none of them).
 func (n *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.opt.ReadOnly {
-		return syscall.EROFS
+		return errno(n.fsys.log, "setattr", "/"+n.Path(nil), errReadOnly)
 	}
 	return n.Getattr(ctx, nil, out)
 }
@@ -470,7 +470,7 @@ var _ = (gofs.NodeSetattrer)((*fileNode)(nil))
 // ignored (the service stores none of them).
 func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.opt.ReadOnly {
-		return syscall.EROFS
+		return errno(n.fsys.log, "setattr", "/"+n.Path(nil), errReadOnly)
 	}
 	if size, ok := in.GetSize(); ok {
 		if err := n.fsys.writableFor(ctx, n.Path(nil)); err != nil {

@@ -318,12 +318,20 @@ func TestWriteBadInput(t *testing.T) {
 	emu := startEmu(t, func(c *emulator.Config) { c.Seed = seedDir(t) })
 	m := mountEmu(t, emu, mountConfig{})
 	mp := func(p string) string { return filepath.Join(m.Dir, p) }
-	if _, err := os.Create(mp(strings.Repeat("x", 256))); !errors.Is(err, syscall.ENAMETOOLONG) {
+	long := strings.Repeat("x", 256)
+	if _, err := os.Create(mp(long)); !errors.Is(err, syscall.ENAMETOOLONG) {
 		t.Errorf("256-byte name: %v", err)
 	}
+	wantLogLine(t, m, `msg="create refused" path=/`+long+` code=files/invalid-path errno="file name too long" why="the name is 256 bytes; the service allows 255"`)
+	deep := strings.Repeat("abcdefgh/", 120) + "x"
+	if err := os.MkdirAll(mp(deep), 0o755); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("1,081-byte path: %v", err)
+	}
+	wantLogLine(t, m, `msg="mkdir refused" path=/`+deep[:1025]+` code=files/invalid-path errno="file name too long" why="the path is 1025 bytes; the service allows 1024"`)
 	if _, err := os.Create(mp("bad\x01name")); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("control character: %v", err)
 	}
+	wantLogLine(t, m, `msg="create refused" path="/bad\x01name" code=files/invalid-path errno="invalid argument"`)
 	if err := os.Symlink("README.txt", mp("link")); !errors.Is(err, syscall.EPERM) {
 		t.Errorf("symlink: %v", err)
 	}
@@ -345,13 +353,33 @@ func TestWriteBadInput(t *testing.T) {
 	if _, err := os.OpenFile(filepath.Join(ro.Dir, "README.txt"), os.O_WRONLY, 0); !errors.Is(err, syscall.EACCES) {
 		t.Errorf("viewer's open for writing: %v", err)
 	}
+	wantLogLine(t, ro, `msg="open for writing refused" path=/README.txt code=auth/insufficient-role errno="permission denied" why="the workspace role only allows reading"`)
 	if _, err := os.Create(filepath.Join(ro.Dir, "new.txt")); !errors.Is(err, syscall.EACCES) {
 		t.Errorf("viewer's create: %v", err)
 	}
-	// A read-only mount: EROFS.
+	wantLogLine(t, ro, `msg="create refused" path=/new.txt code=auth/insufficient-role errno="permission denied"`)
+	// A read-only mount: EROFS, from the kernel (evofs mounts it "ro", so
+	// the kernel refuses before asking, and evofs has nothing to log).
 	rofs := mountEmu(t, emu, mountConfig{readOnly: true})
 	if _, err := os.Create(filepath.Join(rofs.Dir, "new.txt")); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("read-only mount's create: %v", err)
+	}
+	if err := os.Truncate(filepath.Join(rofs.Dir, "README.txt"), 0); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("read-only mount's truncate: %v", err)
+	}
+}
+
+// wantLogLine fails unless exactly one line of m's log contains want.
+func wantLogLine(t *testing.T, m *mount, want string) {
+	t.Helper()
+	var got []string
+	for _, l := range strings.Split(m.Logs.String(), "\n") {
+		if strings.Contains(l, want) {
+			got = append(got, l)
+		}
+	}
+	if len(got) != 1 {
+		t.Errorf("%d log lines contain %q, want 1; the log:\n%s", len(got), want, m.Logs.String())
 	}
 }
 

@@ -111,27 +111,37 @@ func (f *FS) isLocalOnly(name string) bool {
 // anything is created.
 func checkName(p string) error {
 	name := baseName(p)
-	if len(name) > remote.MaxNameBytes || len(p) > remote.MaxPathBytes {
-		return syscall.ENAMETOOLONG
+	switch {
+	case len(name) > remote.MaxNameBytes:
+		return &refusal{errno: syscall.ENAMETOOLONG, code: remote.CodeInvalidPath,
+			why: fmt.Sprintf("the name is %d bytes; the service allows %d", len(name), remote.MaxNameBytes)}
+	case len(p) > remote.MaxPathBytes:
+		return &refusal{errno: syscall.ENAMETOOLONG, code: remote.CodeInvalidPath,
+			why: fmt.Sprintf("the path is %d bytes; the service allows %d", len(p), remote.MaxPathBytes)}
 	}
-	if remote.ValidateName(name) != nil {
-		return syscall.EINVAL
+	if err := remote.ValidateName(name); err != nil {
+		return &refusal{errno: syscall.EINVAL, code: remote.CodeInvalidPath, why: "the service refuses such names: " + err.Error()}
 	}
 	return nil
 }
+
+// errViewer refuses a write by a role that may only read (found by the
+// probe of writable).
+var errViewer error = &refusal{errno: syscall.EACCES, code: remote.CodeInsufficientRole,
+	why: "the workspace role only allows reading"}
 
 // writable probes once a minute whether the caller may write: a delete of
 // a file that cannot exist answers 404 to an editor and 403 to a viewer.
 func (f *FS) writable(ctx context.Context) error {
 	if f.opt.ReadOnly {
-		return syscall.EROFS
+		return errReadOnly
 	}
 	f.wmu.Lock()
 	known, at := f.canWrite, f.canWriteAt
 	f.wmu.Unlock()
 	if known != 0 && time.Since(at) < time.Minute {
 		if known < 0 {
-			return syscall.EACCES
+			return errViewer
 		}
 		return nil
 	}
@@ -146,8 +156,7 @@ func (f *FS) writable(ctx context.Context) error {
 	f.canWrite, f.canWriteAt = state, time.Now()
 	f.wmu.Unlock()
 	if state < 0 {
-		f.log.Warn("write refused: the workspace role only allows reading", "code", remote.ErrorCode(err))
-		return syscall.EACCES
+		return errViewer
 	}
 	return nil
 }
@@ -598,7 +607,7 @@ func (f *FS) Remove(ctx context.Context, p string, it Item) error {
 // and so work in a workspace the caller may only read.
 func (f *FS) writableFor(ctx context.Context, p string) error {
 	if f.opt.ReadOnly {
-		return syscall.EROFS
+		return errReadOnly
 	}
 	if f.isLocalOnly(baseName(p)) {
 		return nil
@@ -623,7 +632,7 @@ func (f *FS) keepFolder(d string) {
 // Mkdir makes a local folder (the service stores no empty folders).
 func (f *FS) Mkdir(ctx context.Context, p string) error {
 	if f.opt.ReadOnly {
-		return syscall.EROFS
+		return errReadOnly
 	}
 	if err := checkName(p); err != nil {
 		return err
@@ -638,7 +647,7 @@ func (f *FS) Mkdir(ctx context.Context, p string) error {
 // Rmdir removes an empty folder.
 func (f *FS) Rmdir(ctx context.Context, p string) error {
 	if f.opt.ReadOnly {
-		return syscall.EROFS
+		return errReadOnly
 	}
 	items, ok, err := f.ws.List(ctx, p)
 	switch {
@@ -660,7 +669,7 @@ func (f *FS) Rmdir(ctx context.Context, p string) error {
 // Rename moves a file or a folder, over an existing target if need be.
 func (f *FS) Rename(ctx context.Context, from, to string, src, dst Item, dstOK bool) error {
 	if f.opt.ReadOnly {
-		return syscall.EROFS
+		return errReadOnly
 	}
 	if err := checkName(to); err != nil {
 		return err

@@ -28,7 +28,9 @@ func TestMountRefusesBadInputWithOneClearMessage(t *testing.T) {
 	good := filepath.Join(dir, "good")
 	bad := filepath.Join(dir, "bad")
 	os.WriteFile(good, []byte(info.Token+"\n"), 0o600)
-	os.WriteFile(bad, []byte("expired-or-forged\n"), 0o600)
+	os.WriteFile(bad, []byte("forged\n"), 0o600)
+	expired := filepath.Join(dir, "expired")
+	os.WriteFile(expired, []byte(emu.IssueToken(emulator.RoleEditor, -time.Minute)+"\n"), 0o600)
 	full := filepath.Join(dir, "full")
 	os.MkdirAll(full, 0o755)
 	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
@@ -43,7 +45,8 @@ func TestMountRefusesBadInputWithOneClearMessage(t *testing.T) {
 	}{
 		{"missing mountpoint", mountArgs(info, good, cache, filepath.Join(dir, "nope")), "does not exist"},
 		{"non-empty mountpoint", mountArgs(info, good, cache, full), "is not empty"},
-		{"refused token", mountArgs(info, bad, cache, empty), "refused the token"},
+		{"forged token", mountArgs(info, bad, cache, empty), "refused the token in " + bad + " (auth/invalid-token)"},
+		{"expired token", mountArgs(info, expired, cache, empty), "refused the token in " + expired + " (auth/invalid-token)"},
 		{"missing token file", mountArgs(info, filepath.Join(dir, "none"), cache, empty), "read token file"},
 		{"bad umask", append([]string{"mount", "--umask", "9x"}, mountArgs(info, good, cache, empty)[1:]...), "--umask"},
 		{"missing workspace", []string{"mount", empty}, "--workspace is required"},
