@@ -29,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,12 +154,12 @@ func (b *wbench) copyBig(ctx context.Context, size int64) error {
 	if f, err = os.Open(src); err != nil {
 		return err
 	}
-	start := time.Now()
+	start, use0 := time.Now(), cpuNow()
 	up, err := b.client.UpsertFileByPath(ctx, "direct/big.bin", "")
 	if err == nil {
 		err = b.blobs.Upload(ctx, b.client.UploadLink(up), f, size, remote.UploadOptions{})
 	}
-	direct := time.Since(start)
+	direct, directUse := time.Since(start), use0.since()
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("direct upload: %w", err)
@@ -181,12 +182,14 @@ func (b *wbench) copyBig(ctx context.Context, size int64) error {
 		return err
 	}
 	cpu0 := cpuSeconds(m.pid())
-	start = time.Now()
+	b.emu.ResetStats()
+	start, use0 = time.Now(), cpuNow()
 	uploading := m.watchUpload(start)
 	err = command("cp", src, filepath.Join(m.dir, "cp", "big.bin"))
-	viaCP := time.Since(start)
+	viaCP, cpUse := time.Since(start), use0.since()
 	cpu := cpuSeconds(m.pid()) - cpu0
 	started := <-uploading
+	cpBlobs := blobRequests(b.emu.Stats())
 	if err != nil {
 		return err
 	}
@@ -210,7 +213,23 @@ func (b *wbench) copyBig(ctx context.Context, size int64) error {
 	}
 	fmt.Printf("cp / direct: %.2f× the time (target ≤ 1.2); evofs CPU %.2f s/GiB; committed bytes checked (size, sha256)\n",
 		viaCP.Seconds()/direct.Seconds(), cpu/(float64(size)/gib))
+	cpuBudget("cp into the mount", size, direct, viaCP, directUse, cpUse, time.Duration(float64(direct)*1.2))
+	fmt.Printf("  blob requests of the cp: %s\n", cpBlobs)
 	return nil
+}
+
+// blobRequests sums up the blob requests of st: count and MiB of each op.
+func blobRequests(st emulator.Stats) string {
+	ops := make([]string, 0, len(st.Blob))
+	for op := range st.Blob {
+		ops = append(ops, op)
+	}
+	slices.Sort(ops)
+	var parts []string
+	for _, op := range ops {
+		parts = append(parts, fmt.Sprintf("%s %d (%.0f MiB)", op, st.Blob[op].Count, float64(st.Blob[op].Bytes)/(1<<20)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // journalAlone writes the file at src into a fresh cache's journal in
