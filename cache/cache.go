@@ -141,6 +141,9 @@ type Cache struct {
 	// (a quarter of the cold read's CPU; see docs/benchmarks.md).
 	bufs   sync.Pool // of *[]byte
 	runCap int
+	// blockBufs keeps buffers of one block (cap bs) for Files' whole-block
+	// reads.
+	blockBufs sync.Pool // of *[]byte
 }
 
 // lruEntry is one stored block in the LRU list.
@@ -459,6 +462,22 @@ func (c *Cache) newBuf(n int) []byte {
 // back for reuse.
 //
 // LOCKS_EXCLUDED(c.mu)
+// blockBuf returns a buffer of n <= bs bytes (not zeroed) for a
+// whole-block read; putBlockBuf takes it back once nobody reads it.
+func (c *Cache) blockBuf(n int) []byte {
+	if p, ok := c.blockBufs.Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, c.bs)
+}
+
+func (c *Cache) putBlockBuf(b []byte) {
+	if int64(cap(b)) == c.bs {
+		b = b[:cap(b)]
+		c.blockBufs.Put(&b)
+	}
+}
+
 func (c *Cache) unref(rb *runBuf) {
 	c.mu.Lock()
 	rb.refs--

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -99,12 +100,27 @@ type File struct {
 	raGen         uint64 // GUARDED_BY(mu)
 	raRunning     bool   // GUARDED_BY(mu): the readahead worker is running
 
-	// The last whole block read: the kernel reads a block in several
-	// pieces (128 KiB by default), and one store read (one checksum) per
-	// block instead of per piece is most of the warm read's CPU.
-	curMu  sync.Mutex
-	curIdx int64  // GUARDED_BY(curMu); -1 when cur holds no block
-	cur    []byte // GUARDED_BY(curMu)
+	// The last blocks read whole: the kernel reads a block in several
+	// pieces (up to 1 MiB, several at once while it reads ahead), and one
+	// store read (one checksum) per block instead of per piece is most of
+	// a warm read's CPU. A piece of a block being read waits for that
+	// read rather than starting its own.
+	loadMu sync.Mutex
+	loaded []*loadedBlock // GUARDED_BY(loadMu): at most maxLoaded
+}
+
+// maxLoaded is how many whole blocks a File keeps for the pieces of them
+// still to be read: the kernel's concurrent reads straddle at most two.
+const maxLoaded = 2
+
+// loadedBlock is a block read whole for the pieces of it the kernel asks
+// for.
+type loadedBlock struct {
+	idx  int64
+	done chan struct{} // closed once buf or err is set
+	buf  []byte        // GUARDED_BY(File.loadMu) until done closes; read-only after
+	err  error         // likewise
+	refs int           // GUARDED_BY(File.loadMu): File.loaded's own and each reader's
 }
 
 // File returns a reader of version v whose missing blocks come from src.
@@ -129,7 +145,6 @@ func (c *Cache) File(v Version, src Fetcher, o FileOptions) *File {
 		slots:   make(chan struct{}, o.Parallelism),
 		closing: make(chan struct{}),
 		lastEnd: -1,
-		curIdx:  -1,
 	}
 }
 
@@ -172,6 +187,13 @@ func (f *File) Close() {
 		f.closed = true
 		close(f.closing)
 	}
+	f.loadMu.Lock()
+	old := f.loaded
+	f.loaded = nil
+	f.loadMu.Unlock()
+	for _, lb := range old {
+		f.release(lb)
+	}
 }
 
 // read fills p (which ends at or before the version's end) with blocks
@@ -198,7 +220,9 @@ func (f *File) read(ctx context.Context, p []byte, off, first, last int64) (int,
 	for i := first; i <= last; i++ {
 		dst, in := part(i)
 		g.Go(func() error {
-			if err := f.c.readBlock(gctx, f.block(i), dst, in); err != nil {
+			// Through readOne: a read straddling two blocks takes a
+			// piece of each, and the kernel's next reads the rest.
+			if err := f.readOne(gctx, f.block(i), dst, in); err != nil {
 				return err
 			}
 			ok[i-first] = true
@@ -226,40 +250,102 @@ func (f *File) read(ctx context.Context, p []byte, off, first, last int64) (int,
 // own (taken out while it is filled), never a fetch's, so fetch buffers
 // can be reused.
 func (f *File) readOne(ctx context.Context, b block, dst []byte, off int64) error {
-	f.curMu.Lock()
-	if f.curIdx == b.idx {
-		copy(dst, f.cur[off:])
-		f.curMu.Unlock()
-		return nil
+	f.loadMu.Lock()
+	var lb *loadedBlock
+	for _, l := range f.loaded {
+		if l.idx == b.idx {
+			lb = l
+			break
+		}
 	}
-	if int64(len(dst)) == b.len {
-		f.curMu.Unlock()
-		return f.c.readBlock(ctx, b, dst, off) // the whole block: no need to buffer
+	switch {
+	case lb != nil:
+		lb.refs++
+		f.loadMu.Unlock()
+	case int64(len(dst)) == b.len:
+		f.loadMu.Unlock()
+		return f.c.readBlock(ctx, b, dst, off) // the whole block: no need to keep it
+	default:
+		lb = &loadedBlock{idx: b.idx, done: make(chan struct{}), refs: 2}
+		var dropped *loadedBlock
+		if len(f.loaded) == maxLoaded {
+			// Let go of the block farthest from this one: behind a
+			// forward reader, ahead of a backward one.
+			far := 0
+			for i, l := range f.loaded {
+				if absDiff(l.idx, b.idx) > absDiff(f.loaded[far].idx, b.idx) {
+					far = i
+				}
+			}
+			dropped = f.loaded[far]
+			f.loaded = slices.Delete(f.loaded, far, far+1)
+		}
+		f.loaded = append(f.loaded, lb)
+		f.loadMu.Unlock()
+		if dropped != nil {
+			f.release(dropped)
+		}
+		f.load(ctx, lb, b)
 	}
-	buf := f.cur
-	f.cur, f.curIdx = nil, -1
-	f.curMu.Unlock()
-	if int64(cap(buf)) < b.len {
-		buf = make([]byte, f.c.bs)
+	defer f.release(lb)
+	select {
+	case <-lb.done:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	buf = buf[:b.len]
-	if err := f.c.readBlock(ctx, b, buf, 0); err != nil {
-		f.putCur(buf, -1)
+	if err := lb.err; err != nil {
+		if ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// The reader who loaded the block was interrupted, not
+			// this one: read the piece alone.
+			return f.c.readBlock(ctx, b, dst, off)
+		}
 		return err
 	}
-	copy(dst, buf[off:])
-	f.putCur(buf, b.idx)
+	copy(dst, lb.buf[off:])
 	return nil
 }
 
-// putCur makes buf f's block buffer, holding block idx (-1: nothing),
-// unless a concurrent read put another one there meanwhile.
-func (f *File) putCur(buf []byte, idx int64) {
-	f.curMu.Lock()
-	if f.cur == nil {
-		f.cur, f.curIdx = buf, idx
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
 	}
-	f.curMu.Unlock()
+	return b - a
+}
+
+// load reads block b whole into lb. A failed load leaves f.loaded, so that
+// the next read tries again.
+func (f *File) load(ctx context.Context, lb *loadedBlock, b block) {
+	buf := f.c.blockBuf(int(b.len))
+	err := f.c.readBlock(ctx, b, buf, 0)
+	f.loadMu.Lock()
+	if err != nil {
+		lb.err = err
+		if i := slices.Index(f.loaded, lb); i >= 0 {
+			f.loaded = slices.Delete(f.loaded, i, i+1)
+			lb.refs--
+		}
+	} else {
+		lb.buf = buf
+	}
+	f.loadMu.Unlock()
+	if err != nil {
+		f.c.putBlockBuf(buf)
+	}
+	close(lb.done)
+}
+
+// release drops one reference to lb; the last returns its buffer.
+func (f *File) release(lb *loadedBlock) {
+	f.loadMu.Lock()
+	lb.refs--
+	var buf []byte
+	if lb.refs == 0 {
+		buf, lb.buf = lb.buf, nil
+	}
+	f.loadMu.Unlock()
+	if buf != nil {
+		f.c.putBlockBuf(buf)
+	}
 }
 
 // block describes block idx of f's version.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 func TestReadAtBoundaries(t *testing.T) {
@@ -386,6 +388,63 @@ func TestFetchBuffersAreReusedOnlyOnceFree(t *testing.T) {
 			}
 			if c.stats.buffersReused.Load() == 0 {
 				t.Errorf("no fetch buffer reused in %d fetches", c.Stats().Fetches)
+			}
+		})
+	}
+}
+
+// TestPiecesOfABlockCostOneStoreRead: the kernel reads a cached file in
+// pieces of 128 KiB, sometimes several at once, and its pieces need not
+// line up with blocks; each block is still read from the store once,
+// whether its pieces come one after another, straddle two blocks, or
+// arrive together.
+func TestPiecesOfABlockCostOneStoreRead(t *testing.T) {
+	const bs, size, piece = 512 << 10, 16 << 20, 128 << 10
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			c, _ := openCache(t, kind, "", Options{BlockSize: bs, MaxBytes: 64 << 20})
+			src := newSource(size, 3)
+			v := Version{FileID: "f", VersionID: "1", Size: size}
+			warm := c.File(v, src, FileOptions{Readahead: -1})
+			if _, err := warm.ReadAt(t.Context(), make([]byte, size), 0); err != nil {
+				t.Fatal(err)
+			}
+			quiesce(t, c)
+			for _, tc := range []struct {
+				name  string
+				skew  int64 // where the first piece starts
+				batch int   // pieces read at once, then waited for
+			}{
+				{"aligned, one at a time", 0, 1},
+				{"straddling, one at a time", piece / 2, 1},
+				{"a block's pieces at once", 0, bs / piece},
+				{"straddling, a block's worth at once", piece / 2, bs / piece},
+			} {
+				h0 := c.Stats().Hits
+				f := c.File(v, src, FileOptions{Readahead: -1})
+				for first := tc.skew; first < size; first += int64(tc.batch) * piece {
+					var g errgroup.Group
+					for off := first; off < min(first+int64(tc.batch)*piece, size); off += piece {
+						g.Go(func() error {
+							p := make([]byte, piece)
+							n, err := f.ReadAt(t.Context(), p, off)
+							if err != nil && !(errors.Is(err, io.EOF) && off+int64(n) == size) {
+								return fmt.Errorf("read at %d: %w", off, err)
+							}
+							if !bytes.Equal(p[:n], src.want(off, int64(n))) {
+								return fmt.Errorf("wrong bytes at %d", off)
+							}
+							return nil
+						})
+					}
+					if err := g.Wait(); err != nil {
+						t.Fatalf("%s: %v", tc.name, err)
+					}
+				}
+				f.Close()
+				if got := c.Stats().Hits - h0; got != size/bs {
+					t.Errorf("%s: %d store reads for %d blocks", tc.name, got, size/bs)
+				}
 			}
 		})
 	}

@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -335,8 +337,15 @@ func (m mounter) readThrough(path string, size int64) (time.Duration, float64, i
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return 0, 0, 0, err
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
 	cmd := exec.Command(m.bin, "mount", "--hub", m.info.HubURL, "--org", m.info.OrgID, "--workspace", m.info.WorkspaceID,
-		"--token-file", m.token, "--cache-dir", m.cache, "--cache-size", "20GiB", "--log-level", "warn", mnt)
+		"--token-file", m.token, "--cache-dir", m.cache, "--cache-size", "20GiB", "--log-level", "warn",
+		"--metrics-addr", metricsAddr, mnt)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return 0, 0, 0, err
@@ -370,8 +379,8 @@ func (m mounter) readThrough(path string, size int64) (time.Duration, float64, i
 	cpu := cpuSeconds(cmd.Process.Pid) - cpu0
 	close(stop)
 	anon := <-peakAnon
-	fmt.Printf("  (evofs reading %s: peak RSS %s, of which anonymous %s; the rest is Badger's memory-mapped cache files, which the kernel reclaims at will)\n",
-		human(size), human(procStatus(cmd.Process.Pid, "VmHWM:")), human(anon))
+	fmt.Printf("  (evofs reading %s: peak RSS %s, of which anonymous %s; the rest is Badger's memory-mapped cache files, which the kernel reclaims at will;"+
+		" block reads: %s)\n", human(size), human(procStatus(cmd.Process.Pid, "VmHWM:")), human(anon), blockReads(metricsAddr))
 	return d, cpu, anon, err
 }
 
@@ -500,6 +509,28 @@ func machineCPU() float64 {
 		}
 	}
 	return ticks / 100 // USER_HZ
+}
+
+// blockReads reads a mount's block cache counters off its metrics.
+func blockReads(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, name := range []string{"evofs_cache_hits_total", "evofs_cache_misses_total"} {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				parts = append(parts, strings.TrimSuffix(strings.TrimPrefix(name, "evofs_cache_"), "_total")+" "+v)
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // cpuUse is CPU seconds used so far: by the whole machine (the emulator,
