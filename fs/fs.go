@@ -71,6 +71,10 @@ type Options struct {
 	// LocalOnly are base-name patterns of transient files that are never
 	// uploaded; nil means DefaultLocalOnly.
 	LocalOnly []string
+	// KernelReadahead is how far the kernel reads ahead of a sequential
+	// reader, in bytes (see readahead.go); 0 leaves its FUSE default of
+	// 128 KiB. Setting it needs root; otherwise the default stays.
+	KernelReadahead int64
 }
 
 // FS is a mountable workspace.
@@ -246,6 +250,11 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	f.notify.start()
+	if ra := f.opt.KernelReadahead; ra > 0 {
+		if err := SetKernelReadahead(dir, ra); err != nil {
+			f.log.Info("the kernel's readahead stays at its default of 128 KiB", "path", dir, "err", err)
+		}
+	}
 	return srv, nil
 }
 

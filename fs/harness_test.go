@@ -54,6 +54,8 @@ type mountConfig struct {
 	// more: under the race detector on a busy machine they progress
 	// slowly, and a slow run is not a hang.
 	hangAfter time.Duration
+	// kernelReadahead is Options.KernelReadahead (0: the kernel's default).
+	kernelReadahead int64
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -104,7 +106,8 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 	if cfg.async {
 		wb = evofs.WriteBackAsync
 	}
-	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log, WriteBack: wb})
+	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log, WriteBack: wb,
+		KernelReadahead: cfg.kernelReadahead})
 	srv, err := evofs.Mount(m.Dir, m.FS, false)
 	if err != nil {
 		c.Close()

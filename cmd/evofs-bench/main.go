@@ -447,11 +447,17 @@ func loopback(dir, mnt string) error {
 	if err != nil {
 		return err
 	}
+	// The kernel settings of an evofs mount: reads of up to 1 MiB, and
+	// 1 MiB of readahead (evofs mount --kernel-read-ahead's default).
 	opts := &gofs.Options{}
 	opts.DirectMount = true
 	opts.MaxReadAhead = 1 << 20
+	opts.MaxWrite = 1 << 20
 	srv, err := gofs.Mount(mnt, root, opts)
 	if err != nil {
+		return err
+	}
+	if err := evofs.SetKernelReadahead(mnt, 1<<20); err != nil {
 		return err
 	}
 	srv.Wait()

@@ -29,6 +29,7 @@ type mountFlags struct {
 	hub, org, workspace  string
 	cacheDir             string
 	cacheSize            string
+	kernelReadahead      string
 	ttl                  time.Duration
 	readOnly, allowOther bool
 	uid, gid             int
@@ -74,6 +75,7 @@ with neither, discovery must know exactly one. Tokens come from --token-file, or
 	fl.StringVar(&f.workspace, "workspace", "", "workspace name or id (required)")
 	fl.StringVar(&f.cacheDir, "cache-dir", "", "folder for the block cache, kept across mounts (default $XDG_CACHE_HOME/evofs/ORG/WORKSPACE)")
 	fl.StringVar(&f.cacheSize, "cache-size", "10GiB", "bound on cached file data (least recently used blocks are evicted)")
+	fl.StringVar(&f.kernelReadahead, "kernel-read-ahead", "1MiB", "how far the kernel reads ahead of a sequential reader (and so how large its reads are, up to 1 MiB); needs root, else the kernel's 128 KiB stays; 0 leaves it")
 	fl.DurationVar(&f.ttl, "listing-ttl", 30*time.Second, "how long a listing of the workspace answers lookups before the next access refreshes it")
 	fl.BoolVar(&f.readOnly, "read-only", false, "mount read-only")
 	fl.IntVar(&f.uid, "uid", os.Getuid(), "owner of every file")
@@ -184,6 +186,10 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 		}
 		localOnly = append(localOnly, p)
 	}
+	readahead, err := humanize.ParseBytes(f.kernelReadahead)
+	if err != nil {
+		return fmt.Errorf("--kernel-read-ahead %q: %w", f.kernelReadahead, err)
+	}
 	cacheBytes, err := humanize.ParseBytes(f.cacheSize)
 	if err != nil {
 		return fmt.Errorf("--cache-size %q: %w", f.cacheSize, err)
@@ -261,7 +267,7 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	}
 	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{Observer: metrics}), blocks, evofs.Options{
 		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log,
-		WriteBack: wb, LocalOnly: localOnly, NoEager: !f.stageAhead})
+		WriteBack: wb, LocalOnly: localOnly, NoEager: !f.stageAhead, KernelReadahead: int64(readahead)})
 	metrics.PendingUploads = func() int { return len(fsys.Pending()) }
 	defer fsys.Close()
 	srv, err := evofs.Mount(mountpoint, fsys, f.allowOther)
