@@ -225,6 +225,11 @@ func (f *FS) MountOptions(allowOther bool) *gofs.Options {
 		// The kernel must not drop pages on its own when mtime changes: we
 		// invalidate explicitly, per version.
 		ExplicitDataCacheControl: true,
+		// Reads answer from memory: splicing them copies into a pipe
+		// first, and fails (with a log line each) once a 1 MiB read and
+		// its header outgrow the largest pipe.
+		DisableSplice: true,
+		Logger:        slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
 	}
 	if f.opt.ReadOnly {
 		mo.Options = append(mo.Options, "ro")

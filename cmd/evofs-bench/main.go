@@ -453,6 +453,9 @@ func loopback(dir, mnt string) error {
 	opts.DirectMount = true
 	opts.MaxReadAhead = 1 << 20
 	opts.MaxWrite = 1 << 20
+	// As evofs: a 1 MiB read and its header outgrow the largest pipe
+	// (1 MiB), so splicing would fail and fall back to copying anyway.
+	opts.DisableSplice = true
 	srv, err := gofs.Mount(mnt, root, opts)
 	if err != nil {
 		return err
