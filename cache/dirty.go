@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -29,6 +30,7 @@ var (
 	journalPrefix = []byte{'j'}
 	pagePrefix    = []byte{'d'}
 	dirPrefix     = []byte{'l'}
+	deletePrefix  = []byte{'x'}
 )
 
 // Record is a dirty file's journal entry: everything needed to serve its
@@ -48,6 +50,24 @@ type Record struct {
 	Size      int64 `json:"size"`
 	// Gen counts changes of the content: every write and truncate.
 	Gen uint64 `json:"gen"`
+
+	// Expect is the version of FileID this content replaces: the latest
+	// one known when the content took the file over (its base, the
+	// target a rename replaced, its own last commit). A commit that finds
+	// another latest version is a conflict.
+	Expect string `json:"expect,omitempty"`
+	// Committed is the version this content was last committed as, and
+	// CommittedGen the generation it had then: after a crash, content
+	// still at that generation is not uploaded again.
+	Committed    string `json:"committed,omitempty"`
+	CommittedGen uint64 `json:"committed_gen,omitempty"`
+
+	// DBFileID and DBVersion name the database version a SQLite side
+	// file ("X-wal") belongs to: its frames are only ever applied to that
+	// version (or to local content of it, DBLocal: its journal id).
+	DBFileID  string `json:"db_file_id,omitempty"`
+	DBVersion string `json:"db_version,omitempty"`
+	DBLocal   uint64 `json:"db_local,omitempty"`
 
 	Local       bool     `json:"local,omitempty"`        // never uploaded (transient side files)
 	Pending     bool     `json:"pending,omitempty"`      // closed, waiting for its upload
@@ -683,6 +703,60 @@ func (c *Cache) SetLocalDir(path string, on bool) error {
 	})
 	if err != nil {
 		return fmt.Errorf("record local folder %s: %w", path, err)
+	}
+	return nil
+}
+
+// Delete is a remote file this mount removed whose delete waits a short
+// grace: a file created (or renamed) at its path meanwhile becomes a new
+// version of it instead (the unlink-then-create saves of GDAL and QGIS).
+type Delete struct {
+	FileID  string    `json:"file_id"`
+	Path    string    `json:"path"`
+	Version string    `json:"version"` // the latest version when it was removed
+	At      time.Time `json:"at"`      // when it was removed
+}
+
+// Deletes lists the deletes waiting in the journal.
+func (c *Cache) Deletes() ([]Delete, error) {
+	var out []Delete
+	err := c.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: deletePrefix, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var d Delete
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &d) }); err != nil {
+				return fmt.Errorf("delete record %q: %w", it.Item().Key(), err)
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read waiting deletes: %w", err)
+	}
+	return out, nil
+}
+
+// PutDelete journals a waiting delete.
+func (c *Cache) PutDelete(d Delete) error {
+	v, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	k := append(append([]byte(nil), deletePrefix...), d.FileID...)
+	if err := c.update(func(txn *badger.Txn) error { return txn.Set(k, v) }); err != nil {
+		return fmt.Errorf("journal the delete of %s: %w", d.Path, err)
+	}
+	return nil
+}
+
+// DropDelete forgets a waiting delete (carried out, or claimed by new
+// content at its path).
+func (c *Cache) DropDelete(fileID string) error {
+	k := append(append([]byte(nil), deletePrefix...), fileID...)
+	if err := c.update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+		return fmt.Errorf("forget the delete of %s: %w", fileID, err)
 	}
 	return nil
 }

@@ -47,10 +47,10 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if err != nil {
 		return nil, nil, 0, errno(f.log, "create", "/"+p, err)
 	}
-	node := &fileNode{fsys: f, l: l, opens: 1}
+	node := &fileNode{fsys: f, l: l, opens: 1, path: p}
 	ch := n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	f.localOpened(l)
-	h := &fileHandle{n: node, append: flags&syscall.O_APPEND != 0}
+	h := &fileHandle{n: node, append: flags&syscall.O_APPEND != 0, family: f.familyOpened(p)}
 	f.nodeAttr(ch, Item{Local: l}, &out.Attr)
 	return ch, h, 0, 0
 }
@@ -121,6 +121,11 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if err := f.Remove(ctx, p, it); err != nil {
 		return errno(f.log, "unlink", "/"+p, err)
 	}
+	if ch := n.GetChild(name); ch != nil {
+		if fn, ok := ch.Operations().(*fileNode); ok {
+			fn.unlink()
+		}
+	}
 	return 0
 }
 
@@ -180,7 +185,19 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if err := f.Rename(ctx, from, to, src, dst, dstOK); err != nil {
 		return errno(f.log, "rename", "/"+from+" -> /"+to, err)
 	}
+	if dstOK && !dst.Dir {
+		if ch := np.GetChild(newName); ch != nil {
+			if fn, ok := ch.Operations().(*fileNode); ok {
+				fn.unlink() // replaced: its handles keep what they write
+			}
+		}
+	}
 	if !src.Dir {
+		if ch := n.GetChild(name); ch != nil {
+			if fn, ok := ch.Operations().(*fileNode); ok {
+				fn.movedTo(to)
+			}
+		}
 		// A remote version (or local content its upload finished
 		// meanwhile) was copied to a new version at the target and
 		// deleted: the node go-fuse moves there is that new version now

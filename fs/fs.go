@@ -24,10 +24,12 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -75,7 +77,20 @@ type Options struct {
 	// reader, in bytes (see readahead.go); 0 leaves its FUSE default of
 	// 128 KiB. Setting it needs root; otherwise the default stays.
 	KernelReadahead int64
+	// Hostname names this machine in conflict copies; default os.Hostname.
+	Hostname string
+	// DeleteGrace is how long an unlinked remote file waits before its
+	// delete, for a save at its path to take it over (deletes.go);
+	// default DefaultDeleteGrace.
+	DeleteGrace time.Duration
+	// Debounce is how long async write-back waits after a save for
+	// another before it uploads (one version per burst); default
+	// DefaultDebounce, negative for none.
+	Debounce time.Duration
 }
+
+// DefaultDebounce is Options.Debounce's default.
+const DefaultDebounce = 3 * time.Second
 
 // FS is a mountable workspace.
 type FS struct {
@@ -93,7 +108,12 @@ type FS struct {
 	mu    sync.Mutex
 	links map[versionKey]*versionLink // GUARDED_BY(mu): versions with open handles, and their shared link
 
-	deleted map[string]bool // GUARDED_BY(mu): files this mount deleted
+	deleted   map[string]bool           // GUARDED_BY(mu): files this mount deleted
+	conflicts []Conflict                // GUARDED_BY(mu): conflict copies made by this mount, newest last
+	waiting   map[string]*waitingDelete // GUARDED_BY(mu): deletes in their grace, by file id
+	closing   bool                      // GUARDED_BY(mu): unmounting: no more delete timers
+	families  map[string]*family        // GUARDED_BY(mu): open handles of databases and their side files (sqlite.go)
+	host      string
 
 	up         *uploader
 	eagerSlots chan struct{} // one token per eager block send in flight
@@ -161,8 +181,17 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 	if o.LocalOnly == nil {
 		o.LocalOnly = DefaultLocalOnly
 	}
+	if o.Debounce == 0 {
+		o.Debounce = DefaultDebounce
+	}
+	if o.DeleteGrace <= 0 {
+		o.DeleteGrace = DefaultDeleteGrace
+	}
+	if o.Hostname == "" {
+		o.Hostname, _ = os.Hostname()
+	}
 	f := &FS{files: files, blobs: blobs, cache: c, opt: o, log: o.Logger,
-		links: map[versionKey]*versionLink{}}
+		links: map[versionKey]*versionLink{}, host: cmp.Or(o.Hostname, "evofs")}
 	f.notify = newNotifier(f.log)
 	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue})
 	f.root = &dirNode{fsys: f}
@@ -186,6 +215,35 @@ func (f *FS) deleteFile(ctx context.Context, id string) error {
 		return nil
 	}
 	return err
+}
+
+// Conflict is a conflict copy this mount made: content whose file got a
+// version elsewhere (or was deleted elsewhere) before it was committed.
+type Conflict struct {
+	Path          string    `json:"path"`
+	Copy          string    `json:"copy"`
+	BaseVersion   string    `json:"base_version"`
+	RemoteVersion string    `json:"remote_version"`
+	At            time.Time `json:"at"`
+}
+
+// maxConflicts bounds the conflicts `evofs status` shows.
+const maxConflicts = 100
+
+func (f *FS) noteConflict(c Conflict) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.conflicts = append(f.conflicts, c)
+	if len(f.conflicts) > maxConflicts {
+		f.conflicts = f.conflicts[len(f.conflicts)-maxConflicts:]
+	}
+}
+
+// Conflicts lists the conflict copies this mount made, oldest first.
+func (f *FS) Conflicts() []Conflict {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Conflict{}, f.conflicts...)
 }
 
 func (f *FS) deletedHere(id string) bool {
@@ -268,6 +326,14 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 func (f *FS) Close() {
 	f.notify.stop()
 	f.up.stop()
+	f.mu.Lock()
+	f.closing = true
+	for _, w := range f.waiting {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	}
+	f.mu.Unlock()
 }
 
 // link returns the shared download link of a version, getting one from the

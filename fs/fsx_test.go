@@ -688,7 +688,7 @@ func (x *fsx) checkRemote() {
 	}
 	for p := range x.ever {
 		if x.names[p] == nil {
-			remoteMissing(t, x.m, p)
+			remoteDeleted(t, x.m, p)
 		}
 	}
 	files, err := x.m.Client.ListAll(context.Background(), remote.ListOptions{})

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/evofs/evofs/cache"
 	evofs "github.com/evofs/evofs/fs"
@@ -261,4 +264,25 @@ func seedDir(t *testing.T) string {
 
 func startEmu(t *testing.T, mod ...func(*emulator.Config)) *emulator.Server {
 	return emutest.Start(t, mod...)
+}
+
+// mountStatus is `evofs status` of a mount: the root's status attribute.
+type mountStatus struct {
+	WriteBack string                `json:"write_back"`
+	Pending   []evofs.PendingUpload `json:"pending"`
+	Conflicts []evofs.Conflict      `json:"conflicts"`
+}
+
+func status(t *testing.T, m *mount) mountStatus {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	n, err := unix.Getxattr(m.Dir, evofs.StatusXattr, buf)
+	if err != nil {
+		t.Fatalf("status of %s: %v", m.Dir, err)
+	}
+	var st mountStatus
+	if err := json.Unmarshal(buf[:n], &st); err != nil {
+		t.Fatalf("status of %s: %v: %s", m.Dir, err, buf[:n])
+	}
+	return st
 }

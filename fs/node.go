@@ -33,6 +33,12 @@ type fileNode struct {
 	e     *Entry // GUARDED_BY(mu): the version this inode was made for (nil: born here)
 	l     *Local // GUARDED_BY(mu): local content, once written
 	opens int    // GUARDED_BY(mu)
+	// path is where the node was last seen in the tree: a node a refresh
+	// replaced (a new version from elsewhere) still writes there.
+	path string // GUARDED_BY(mu)
+	// unlinked: this mount removed the node's name (unlink, or a rename
+	// over it); what its handles write stays local to them.
+	unlinked bool // GUARDED_BY(mu)
 }
 
 func (n *dirNode) path() string { return n.Path(nil) }
@@ -52,9 +58,9 @@ func (f *FS) child(ctx context.Context, parent *gofs.Inode, it Item) *gofs.Inode
 	case it.Dir:
 		ops, mode = &dirNode{fsys: f}, syscall.S_IFDIR
 	case it.Local != nil:
-		ops = &fileNode{fsys: f, l: it.Local}
+		ops = &fileNode{fsys: f, l: it.Local, path: joinPath(parent.Path(nil), it.Name)}
 	default:
-		ops = &fileNode{fsys: f, e: it.Entry}
+		ops = &fileNode{fsys: f, e: it.Entry, path: joinPath(parent.Path(nil), it.Name)}
 	}
 	// NewInode returns the existing inode for the same number, if any.
 	return parent.NewInode(ctx, ops, gofs.StableAttr{Mode: mode, Ino: it.Ino})
@@ -227,10 +233,14 @@ func (f *FS) nodeAttr(ch *gofs.Inode, it Item, a *fuse.Attr) {
 	case it.Dir:
 		a.Mode = syscall.S_IFDIR | (0o777 &^ f.opt.Umask)
 		a.Nlink = 2
+		p := ch.Path(nil)
 		if e := f.ws.Current(); e != nil {
-			if d := e.Lookup(ch.Path(nil)); d != nil {
+			if d := e.Lookup(p); d != nil {
 				t = d.ModTime
 			}
+		}
+		if t.IsZero() {
+			t = f.ws.dirTime(p) // made here (mkdir), or kept since (remount: the mount's start)
 		}
 	case it.Local != nil:
 		a.Mode = syscall.S_IFREG | (0o666 &^ f.opt.Umask)
@@ -293,15 +303,37 @@ func (n *fileNode) localFor(ctx context.Context) (*Local, error) {
 	return l, nil
 }
 
-// linkedPath is the node's path, or "" when it is no longer in the tree
-// (unlinked, or replaced by a rename over it) and lives only for its open
-// handles.
+// linkedPath is the node's path, or "" when this mount took its name away
+// (unlinked, or replaced by a rename over it) and it lives only for its
+// open handles. A node that a refresh replaced (the file got a version
+// elsewhere, or was deleted elsewhere) keeps its path: what its handles
+// write is saved, as a conflict copy if need be.
+//
+// LOCKS_REQUIRED(n.mu)
 func (n *fileNode) linkedPath() string {
 	name, parent := n.Parent()
-	if parent == nil || parent.GetChild(name) != &n.Inode {
+	if parent != nil && parent.GetChild(name) == &n.Inode {
+		n.path = n.Path(nil)
+		return n.path
+	}
+	if n.unlinked {
 		return ""
 	}
-	return n.Path(nil)
+	return n.path
+}
+
+// unlink marks the node as taken out of the tree by this mount.
+func (n *fileNode) unlink() {
+	n.mu.Lock()
+	n.unlinked = true
+	n.mu.Unlock()
+}
+
+// movedTo records the node's new path after a rename.
+func (n *fileNode) movedTo(p string) {
+	n.mu.Lock()
+	n.path = p
+	n.mu.Unlock()
 }
 
 var _ = (gofs.NodeOpener)((*fileNode)(nil))
@@ -316,7 +348,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			return nil, 0, errno(n.fsys.log, "open for writing", "/"+p, err)
 		}
 	}
-	h := &fileHandle{n: n, append: flags&syscall.O_APPEND != 0}
+	h := &fileHandle{n: n, append: flags&syscall.O_APPEND != 0, family: n.fsys.familyOpened(p)}
 	l, e := n.current()
 	if l == nil && e != nil {
 		h.openVersion(e)
@@ -344,6 +376,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 type fileHandle struct {
 	n      *fileNode
 	append bool
+	family string // the key its open is counted under (sqlite.go)
 
 	ver    *cache.File // reads of the remote version current at open (nil: local at open)
 	verKey versionKey
@@ -557,6 +590,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	if l != nil {
 		f.localClosed(l)
 	}
+	f.familyClosed(context.WithoutCancel(ctx), h.family)
 	return 0
 }
 

@@ -46,7 +46,8 @@ type overlay struct {
 	patches   map[string]patch
 	dirs      map[string]bool
 	hiddenIDs map[string]int
-	seq       uint64 // counts completed changes
+	dirTimes  map[string]time.Time // when local folders were made (mkdir)
+	seq       uint64               // counts completed changes
 	// implied counts, for each folder, the locals, patched versions and
 	// local folders under it: the folders the overlay makes exist.
 	implied map[string]int
@@ -54,7 +55,7 @@ type overlay struct {
 
 func newOverlay() overlay {
 	return overlay{locals: map[string]*Local{}, patches: map[string]patch{},
-		dirs: map[string]bool{}, hiddenIDs: map[string]int{}, implied: map[string]int{}}
+		dirs: map[string]bool{}, hiddenIDs: map[string]int{}, implied: map[string]int{}, dirTimes: map[string]time.Time{}}
 }
 
 // imply adds n to the count of every folder above p.
@@ -102,9 +103,11 @@ func (o *overlay) setDir(p string, on bool) {
 	switch {
 	case on && !o.dirs[p]:
 		o.dirs[p] = true
+		o.dirTimes[p] = time.Now()
 		o.imply(p, 1)
 	case !on && o.dirs[p]:
 		delete(o.dirs, p)
+		delete(o.dirTimes, p)
 		o.imply(p, -1)
 	}
 }
@@ -131,6 +134,17 @@ func (w *Workspace) Stat(ctx context.Context, path string) (it Item, ok bool, er
 	return it, ok, nil
 }
 
+// peek resolves a path through the last snapshot and the overlay without
+// listing (nothing is there before the first sweep).
+func (w *Workspace) peek(p string) (Item, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.snap == nil {
+		return w.statLocked(&Snapshot{byPath: map[string]*Entry{}}, p)
+	}
+	return w.statLocked(w.snap, p)
+}
+
 // LOCKS_REQUIRED(w.mu)
 func (w *Workspace) statLocked(s *Snapshot, p string) (Item, bool) {
 	o := &w.ov
@@ -140,6 +154,15 @@ func (w *Workspace) statLocked(s *Snapshot, p string) (Item, bool) {
 	name := baseName(p)
 	if l := o.locals[p]; l != nil {
 		return Item{Name: name, Ino: l.ino, Local: l}, true
+	}
+	// A database whose WAL here was written over a version shows that
+	// version while the WAL lives: its frames belong to no other.
+	for _, sfx := range []string{"-wal", "-shm"} {
+		if l := o.locals[p+sfx]; l != nil {
+			if e := l.pin.Load(); e != nil {
+				return Item{Name: name, Ino: e.Ino, Entry: e}, true
+			}
+		}
 	}
 	pt, patched := o.patches[p]
 	if patched && pt.e != nil && o.hiddenIDs[pt.e.File.FileID] == 0 {
@@ -273,6 +296,13 @@ func (w *Workspace) setDir(path string, on bool) bool {
 	changed := w.ov.dirs[path] != on
 	w.ov.setDir(path, on)
 	return changed
+}
+
+// dirTime is when a local folder was made here (zero if it was not).
+func (w *Workspace) dirTime(p string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ov.dirTimes[p]
 }
 
 // localDirsUnder lists local folder marks at or under path.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,10 +39,16 @@ type uploader struct {
 	started bool            // GUARDED_BY(mu)
 	stopped bool            // GUARDED_BY(mu)
 	timers  map[*Local]*time.Timer
+	// since is when the first save of a debounced burst came.
+	since map[*Local]time.Time // GUARDED_BY(mu)
 }
 
+// maxDebounce bounds how long saves that keep coming postpone an upload.
+const maxDebounce = 30 * time.Second
+
 func newUploader(f *FS) *uploader {
-	u := &uploader{f: f, queued: map[*Local]int{}, running: map[*Local]bool{}, timers: map[*Local]*time.Timer{}}
+	u := &uploader{f: f, queued: map[*Local]int{}, running: map[*Local]bool{}, timers: map[*Local]*time.Timer{},
+		since: map[*Local]time.Time{}}
 	u.cond = sync.NewCond(&u.mu)
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	return u
@@ -67,11 +74,53 @@ func (u *uploader) enqueue(l *Local) {
 	u.enqueueLocked(l)
 }
 
+// later queues an upload of l once wait has passed without another save
+// of it (a debounce, as sync clients do): saves that follow each other
+// closely make one version of the latest content, and a file renamed or
+// removed meanwhile is uploaded at its last name, or not at all.
+func (u *uploader) later(l *Local, wait time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.stopped || u.queued[l] == 1 {
+		return // queued already: it uploads the latest content
+	}
+	now := time.Now()
+	first, ok := u.since[l]
+	if !ok {
+		first = now
+		u.since[l] = now
+	}
+	if wait <= 0 || now.Sub(first) >= maxDebounce {
+		u.enqueueLocked(l)
+		return
+	}
+	if t := u.timers[l]; t != nil {
+		t.Stop()
+	}
+	u.queued[l] = 2
+	var t *time.Timer
+	t = time.AfterFunc(wait, func() {
+		u.mu.Lock() // held by later until t is recorded
+		if u.timers[l] != t {
+			u.mu.Unlock()
+			return // superseded
+		}
+		delete(u.timers, l)
+		if u.queued[l] == 2 {
+			delete(u.queued, l)
+		}
+		u.enqueueLocked(l)
+		u.mu.Unlock()
+	})
+	u.timers[l] = t
+}
+
 // LOCKS_REQUIRED(u.mu)
 func (u *uploader) enqueueLocked(l *Local) {
 	if u.stopped {
 		return
 	}
+	delete(u.since, l)
 	if t := u.timers[l]; t != nil {
 		t.Stop()
 		delete(u.timers, l)
@@ -218,10 +267,14 @@ func (f *FS) recover() error {
 	for _, d := range dirs {
 		f.ws.setDir(d, true)
 	}
+	if err := f.recoverDeletes(); err != nil {
+		return err
+	}
 	recs, err := f.cache.Journal()
 	if err != nil {
 		return err
 	}
+	var wals []string
 	for _, rec := range recs {
 		l := &Local{ino: localIno(), path: rec.Path, transient: rec.Local, committedGen: -1, mtime: time.Now()}
 		var br cache.BaseReader
@@ -235,6 +288,15 @@ func (f *FS) recover() error {
 			return err
 		}
 		l.d = d
+		if rec.Committed != "" && rec.CommittedGen == rec.Gen && rec.FileID != "" {
+			// Committed before the crash and not changed since: nothing
+			// to upload, nothing to keep (no handle is open on it now).
+			l.committedGen = int64(rec.Gen)
+			l.committed = committedEntry(rec.Path, rec.FileID, rec.Committed, d.Size())
+			f.log.Debug("dropping content the last run had committed", "path", "/"+rec.Path, "version_id", rec.Committed)
+			f.finish(l)
+			continue
+		}
 		f.ws.addLocal(l)
 		for _, id := range rec.DeleteAfter {
 			f.ws.hideID(id, 1)
@@ -242,7 +304,24 @@ func (f *FS) recover() error {
 		if !rec.Local {
 			f.log.Info("resuming an upload left by the last run", "path", "/"+rec.Path, "size", d.Size())
 			f.up.enqueue(l)
+		} else if db, ok := sideOf(rec.Path); ok && strings.HasSuffix(rec.Path, "-wal") && d.Size() > walHeaderSize {
+			wals = append(wals, db)
 		}
+	}
+	if len(wals) > 0 {
+		// Committed transactions a crash left in a WAL: checkpointed
+		// once the mount has a listing, unless a program opens the
+		// database first (then at its last close).
+		go func() {
+			ctx := f.up.ctx
+			if _, err := f.ws.Snapshot(ctx); err != nil {
+				f.log.Warn("list the workspace for the WALs the last run left failed; they are checkpointed at their database's next close", "err", err)
+				return
+			}
+			for _, db := range wals {
+				f.familyClosed(ctx, f.familyOpened(db))
+			}
+		}()
 	}
 	return nil
 }
@@ -268,6 +347,7 @@ func (f *FS) Shutdown(ctx context.Context) int {
 			f.log.Warn("unmount: uploads still pending; the next mount with this cache finishes them", "err", err)
 		}
 	}
+	f.flushDeletes(ctx)
 	f.up.stop()
 	if err := f.cache.Sync(); err != nil {
 		f.log.Error("unmount: sync the cache failed", "err", err)
@@ -299,6 +379,9 @@ type PendingUpload struct {
 	Open      bool   `json:"open"`
 	Failures  int    `json:"failures,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// Checkpoint: a database's WAL, which may hold committed transactions;
+	// they go into the database at its last close (sqlite.go).
+	Checkpoint bool `json:"checkpoint,omitempty"`
 }
 
 // Pending lists content not yet committed, by path.
@@ -307,6 +390,10 @@ func (f *FS) Pending() []PendingUpload {
 	f.wmu.Lock()
 	out := []PendingUpload{} // "pending": [] in JSON when none
 	for _, l := range locals {
+		if l.transient && !l.removed && l.d != nil && strings.HasSuffix(l.path, "-wal") && l.d.Size() > walHeaderSize {
+			out = append(out, PendingUpload{Path: "/" + l.path, Size: l.d.Size(), Open: l.opens > 0, Checkpoint: true})
+			continue
+		}
 		if !l.dirty() {
 			continue
 		}
@@ -327,6 +414,7 @@ func (f *FS) statusJSON() []byte {
 	b, _ := json.Marshal(struct {
 		WriteBack string          `json:"write_back"`
 		Pending   []PendingUpload `json:"pending"`
-	}{mode, f.Pending()})
+		Conflicts []Conflict      `json:"conflicts,omitempty"`
+	}{mode, f.Pending(), f.Conflicts()})
 	return b
 }

@@ -100,10 +100,11 @@ func TestWriteFullCacheDiskENOSPC(t *testing.T) {
 	}
 }
 
-// TestWriteConflictWarning: a file written here while another client
-// saves a new version of it: the last writer (this close) wins, and one
-// warning names the base version and the other client's.
-func TestWriteConflictWarning(t *testing.T) {
+// TestWriteConflictCopy: a file written here while another client saves a
+// new version of it: ours buries nobody's save. It goes to a conflict copy
+// beside the file (a new file, named as sync clients name them), theirs
+// stays the file's latest version, and one warning names both versions.
+func TestWriteConflictCopy(t *testing.T) {
 	emu := startEmu(t)
 	m := mountEmu(t, emu, mountConfig{ttl: 300 * time.Millisecond})
 	other := newClient(t, emu)
@@ -119,29 +120,43 @@ func TestWriteConflictWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 	theirs := upload(t, other, m.Blobs, "shared/plan.txt", strings.NewReader("their version"), 13)
-	if theirs.VersionID == v0.VersionID {
-		t.Fatal("the other client's upload made no new version")
-	}
-	// A marker uploaded after their version: once the mount lists it, its
-	// snapshot (taken after our writes began) has their version too.
-	upload(t, other, m.Blobs, "shared/marker.txt", strings.NewReader("m"), 1)
-	poll(t, 30*time.Second, func() string { return "the mount to list marker.txt" }, func() bool {
-		_, err := os.Stat(filepath.Join(m.Dir, "shared/marker.txt"))
-		return err == nil
-	})
 	if err := f.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	v2, b := remoteFile(t, m, "shared/plan.txt")
-	if want := "OURS version"; string(b) != want {
-		t.Fatalf("remote content %q, want %q (ours wins)", b, want)
+	if string(b) != "their version" || v2.VersionID != theirs.VersionID || v2.FileID != v0.FileID {
+		t.Fatalf("the file: %q, version %s (theirs %s), file %s -> %s", b, v2.VersionID, theirs.VersionID, v0.FileID, v2.FileID)
 	}
-	if v2.VersionID == theirs.VersionID || v2.VersionID == v0.VersionID || v2.FileID != v0.FileID {
-		t.Fatalf("versions: base %s, theirs %s, now %s (file %s -> %s)", v0.VersionID, theirs.VersionID, v2.VersionID, v0.FileID, v2.FileID)
+	files, err := m.Client.ListAll(context.Background(), remote.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var copies []string
+	for _, lf := range files {
+		if strings.HasPrefix(lf.Name, "plan (conflicted copy ") && strings.HasSuffix(lf.Name, ").txt") {
+			copies = append(copies, lf.FullPath())
+		}
+	}
+	if len(copies) != 1 {
+		t.Fatalf("conflict copies: %q", copies)
+	}
+	if _, b := remoteFile(t, m, copies[0]); string(b) != "OURS version" {
+		t.Fatalf("the conflict copy holds %q", b)
+	}
+	// The mount shows both, and `evofs status` lists the copy.
+	if got, err := os.ReadFile(filepath.Join(m.Dir, copies[0])); err != nil || string(got) != "OURS version" {
+		t.Fatalf("the copy through the mount: %q, %v", got, err)
+	}
+	poll(t, 10*time.Second, func() string { return "the mount to show their version" }, func() bool {
+		got, err := os.ReadFile(filepath.Join(m.Dir, "shared/plan.txt"))
+		return err == nil && string(got) == "their version"
+	})
+	if st := status(t, m); len(st.Conflicts) != 1 || "/"+copies[0] != st.Conflicts[0].Copy || st.Conflicts[0].RemoteVersion != theirs.VersionID {
+		t.Fatalf("status conflicts: %+v", st.Conflicts)
 	}
 	var warns []string
 	for _, l := range strings.Split(m.Logs.String(), "\n") {
-		if strings.Contains(l, "conflict") {
+		if strings.Contains(l, "msg=\"conflict") {
 			warns = append(warns, l)
 		}
 	}

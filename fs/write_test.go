@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	evofs "github.com/evofs/evofs/fs"
 	"github.com/evofs/evofs/remote"
 	"github.com/evofs/evofs/remote/emulator"
 )
@@ -41,6 +42,17 @@ func remoteFile(t *testing.T, m *mount, p string) (*remote.DownloadFileResponse,
 		t.Fatalf("download %s: %v", p, err)
 	}
 	return d, w.b[:d.Size]
+}
+
+// remoteDeleted waits for the delete of an unlinked file at p, which waits
+// its grace (deletes.go) for a save at p to take it over.
+func remoteDeleted(t *testing.T, m *mount, p string) {
+	t.Helper()
+	var err error
+	poll(t, evofs.DefaultDeleteGrace+20*time.Second, func() string { return p + " still there remotely: " + fmt.Sprint(err) }, func() bool {
+		_, err = m.Client.GetFileByPath(context.Background(), p, remote.GetOptions{})
+		return errors.Is(err, remote.ErrNotFound)
+	})
 }
 
 // remoteMissing asserts that nothing is at p remotely.
@@ -279,11 +291,11 @@ func TestWriteRenameUnlinkAndFolders(t *testing.T) {
 	if err := os.Remove(mp("b/one.txt")); err != nil {
 		t.Fatal(err)
 	}
-	remoteMissing(t, m, "b/one.txt")
+	remoteDeleted(t, m, "b/one.txt")
 	if err := os.RemoveAll(mp("b")); err != nil {
 		t.Fatalf("rm -r: %v", err)
 	}
-	remoteMissing(t, m, "b/sub/two.txt")
+	remoteDeleted(t, m, "b/sub/two.txt")
 	if err := os.Remove(mp("empty")); err != nil {
 		t.Fatal(err)
 	}

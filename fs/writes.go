@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,6 +87,11 @@ type Local struct {
 	uploading    bool
 	staged       int64  // bytes staged of the upload in progress
 	eager        *eager // blocks sent while the content is written (eager.go)
+
+	// pin, for a SQLite side file ("X-wal", "X-shm") written over a
+	// remote version of X, is that version: while the side file lives,
+	// X shows it, whatever a refresh lists (sqlite.go).
+	pin atomic.Pointer[Entry]
 }
 
 // live reports whether the content is here (not finished).
@@ -97,14 +103,36 @@ func (l *Local) live() bool { return l.d != nil }
 // still knows from another file.
 func localIno() uint64 { return rand.Uint64() | 1<<63 }
 
-// isLocalOnly reports whether a name is a transient side file.
-func (f *FS) isLocalOnly(name string) bool {
+// sqliteSideSuffixes end the names of SQLite's side files of a database
+// ("X-wal" beside "X").
+var sqliteSideSuffixes = []string{"-journal", "-wal", "-shm"}
+
+// isLocalOnly reports whether the file at p is a transient side file: its
+// name matches a --local-only pattern, it is not a remote file, and, for
+// SQLite's side files, their database is a file beside them (SQLite's own
+// rule: "trip-journal" alone is a file like any other).
+func (f *FS) isLocalOnly(p string) bool {
+	name := baseName(p)
+	matched := false
 	for _, pat := range f.opt.LocalOnly {
 		if ok, _ := path.Match(pat, name); ok {
-			return true
+			matched = true
+			break
 		}
 	}
-	return false
+	if !matched {
+		return false
+	}
+	if it, ok := f.ws.peek(p); ok && it.Entry != nil {
+		return false // a file that exists remotely is never local-only
+	}
+	for _, sfx := range sqliteSideSuffixes {
+		if db, ok := strings.CutSuffix(name, sfx); ok && db != "" {
+			it, ok := f.ws.peek(joinPath(parentPath(p), db))
+			return ok && !it.Dir
+		}
+	}
+	return true
 }
 
 // checkName refuses a name or path the service would refuse, before
@@ -173,7 +201,7 @@ func (f *FS) baseFile(fileID, versionID string, size int64) (*cache.File, versio
 // newLocal starts local content at p over base (nil: a new, empty file),
 // journaled before it returns, and puts it in the overlay.
 func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
-	l := &Local{ino: ino, path: p, transient: f.isLocalOnly(baseName(p)), committedGen: -1, mtime: time.Now(), born: time.Now()}
+	l := &Local{ino: ino, path: p, transient: base == nil && p != "" && f.isLocalOnly(p), committedGen: -1, mtime: time.Now(), born: time.Now()}
 	// No path: the node was unlinked while open. Its content lives for
 	// its open handles only, never uploaded, dropped at the last close.
 	unlinked := p == ""
@@ -181,10 +209,19 @@ func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
 		l.transient, l.removed = true, true
 	}
 	rec := cache.Record{Path: p, Local: l.transient}
+	if l.transient {
+		l.pin.Store(f.sideFileRecord(p, &rec))
+	}
 	var br cache.BaseReader
+	if base == nil && !unlinked && !l.transient {
+		if w := f.claimDelete(p); w != nil {
+			rec.FileID, rec.Expect = w.FileID, w.Version // a new version of the file removed here
+		}
+	}
 	if base != nil {
 		rec.FileID, rec.BaseFileID = base.File.FileID, base.File.FileID
 		rec.BaseVersion, rec.BaseSize = base.File.VersionID, base.File.Size
+		rec.Expect = base.File.VersionID
 		l.base, l.baseKey = f.baseFile(base.File.FileID, base.File.VersionID, base.File.Size)
 		br = l.base
 		l.committedGen = 0 // the content is the base until written
@@ -235,7 +272,7 @@ func (f *FS) Flush(ctx context.Context, l *Local) error {
 		if err := f.cache.Sync(); err != nil {
 			return err
 		}
-		f.up.enqueue(l)
+		f.up.later(l, f.opt.Debounce)
 		return nil
 	}
 	// The upload runs for the content, not for this one caller: an
@@ -261,7 +298,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 		f.wmu.Unlock()
 		return err // never a version without the bytes of a failed write
 	}
-	d, p, prev, born, eg := l.d, l.path, l.committed, l.born, l.eager
+	d, p, prev, eg := l.d, l.path, l.committed, l.eager
 	l.uploading, l.staged, l.eager = true, 0, nil
 	f.wmu.Unlock()
 	defer func() {
@@ -289,10 +326,13 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 			return d.Update(func(r *cache.Record) { r.Pending = false })
 		}
 	}
-	up, staged, done, err := f.uploadTarget(ctx, d, rec, gen, born, pre, preStaged)
+	start := time.Now()
+	up, staged, done, err := f.uploadTarget(ctx, l, d, rec, gen, pre, preStaged)
 	if err != nil {
 		return err
 	}
+	rec = d.Record() // a conflict moves it
+	p = rec.Path
 	size := d.Size()
 	if !done {
 		link := remote.NewLink(up.Upload, func(ctx context.Context) (string, error) {
@@ -333,6 +373,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 	}
 	if err := d.Update(func(r *cache.Record) {
 		r.Upload, r.Pending, r.DeleteAfter = nil, false, nil
+		r.FileID, r.Expect, r.Committed, r.CommittedGen = up.FileID, up.VersionID, up.VersionID, uint64(gen)
 	}); err != nil {
 		f.log.Warn("journal a committed upload failed", "path", "/"+p, "err", err)
 	}
@@ -341,7 +382,9 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 	f.wmu.Unlock()
 	f.ws.setPatch(p, e, false)
 	f.landed(p)
-	f.log.Debug("committed", "path", "/"+p, "file_id", up.FileID, "version_id", up.VersionID, "size", size)
+	f.sideFilesFollow(p, d.ID(), up.FileID, up.VersionID)
+	f.log.Info("committed", "path", "/"+p, "file_id", up.FileID, "version_id", up.VersionID, "size", size,
+		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -352,7 +395,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 //
 // pre, when not nil, is the version eager staging made for this content,
 // with the blocks it staged (preStaged).
-func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record, gen int64, born time.Time,
+func (f *FS) uploadTarget(ctx context.Context, l *Local, d *cache.Dirty, rec cache.Record, gen int64,
 	pre *remote.UploadFileResponse, preStaged map[int64]bool) (up *remote.UploadFileResponse, staged map[int64]bool, done bool, err error) {
 	staged = map[int64]bool{}
 	if u := rec.Upload; u != nil && u.VersionID != "" && (pre == nil || pre.VersionID != u.VersionID) {
@@ -376,7 +419,20 @@ func (f *FS) uploadTarget(ctx context.Context, d *cache.Dirty, rec cache.Record,
 			return nil, nil, false, fmt.Errorf("resume upload of %s: %w", rec.Path, err)
 		}
 	}
-	f.warnConflict(rec, born)
+	// The service has no conditional upload: check as late as we can
+	// whether the file got a version this content does not know of.
+	theirs, conflict, err := f.checkConflict(ctx, rec, pre)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if conflict {
+		// The version made for the file (if any) is never committed: ours
+		// goes to a conflict copy instead.
+		pre, preStaged = nil, nil
+		if rec, err = f.toConflictCopy(ctx, l, d, rec, theirs); err != nil {
+			return nil, nil, false, err
+		}
+	}
 	if pre != nil {
 		up, staged = pre, preStaged
 	} else if up, err = f.newVersion(ctx, rec, true); err != nil {
@@ -498,17 +554,87 @@ func (f *FS) newVersion(ctx context.Context, rec cache.Record, claim bool) (*rem
 	return up, nil
 }
 
-// warnConflict logs when the remote file got a version since the one this
-// content started from: the upload still goes in (the last writer wins).
-// Only a listing taken after the content started here can show that.
-func (f *FS) warnConflict(rec cache.Record, born time.Time) {
-	s := f.ws.Current()
-	if s == nil || rec.FileID == "" || rec.BaseVersion == "" || rec.FileID != rec.BaseFileID || s.Taken.Before(born) {
-		return
+// checkConflict asks the service whether the file this content replaces
+// got a version this mount did not make since the content took it over
+// (rec.Expect), or was deleted elsewhere. theirs is what is there now (nil:
+// deleted). ours is a version this content made and did not commit yet.
+func (f *FS) checkConflict(ctx context.Context, rec cache.Record, ours *remote.UploadFileResponse) (theirs *remote.DownloadFileResponse, conflict bool, err error) {
+	if rec.FileID == "" || rec.Expect == "" {
+		return nil, false, nil
 	}
-	if e := s.ByID(rec.FileID); e != nil && e.File.VersionID != rec.BaseVersion {
-		f.log.Warn("conflict: the file changed remotely since it was opened here; this save becomes the latest version",
-			"path", "/"+rec.Path, "base_version", rec.BaseVersion, "remote_version", e.File.VersionID)
+	cur, err := f.files.GetFile(ctx, rec.FileID, remote.GetOptions{})
+	switch {
+	case err == nil:
+		if cur.VersionID == rec.Expect || (ours != nil && cur.VersionID == ours.VersionID) ||
+			(rec.Upload != nil && cur.VersionID == rec.Upload.VersionID) {
+			return nil, false, nil
+		}
+		return cur, true, nil
+	case errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone):
+		if f.deletedHere(rec.FileID) {
+			return nil, false, nil // our own delete: saved again at its path
+		}
+		return nil, true, nil
+	default:
+		return nil, false, fmt.Errorf("check the latest version of %s: %w", rec.Path, err)
+	}
+}
+
+// toConflictCopy moves content whose file changed elsewhere to a conflict
+// copy beside it (a new file), so that it buries nobody's save; the path
+// shows the other version. It returns the moved record.
+func (f *FS) toConflictCopy(ctx context.Context, l *Local, d *cache.Dirty, rec cache.Record, theirs *remote.DownloadFileResponse) (cache.Record, error) {
+	from := rec.Path
+	cp := f.conflictName(ctx, from)
+	if err := d.Update(func(r *cache.Record) {
+		r.Path, r.FileID, r.Expect, r.Upload = cp, "", "", nil
+	}); err != nil {
+		return rec, fmt.Errorf("journal the conflict copy of %s: %w", from, err)
+	}
+	f.wmu.Lock()
+	l.path = cp
+	f.wmu.Unlock()
+	f.ws.moveLocal(from, cp, l)
+	remoteVersion := "deleted"
+	if theirs != nil {
+		e := committedEntry(from, theirs.FileID, theirs.VersionID, theirs.Size)
+		e.ModTime = theirs.ModifiedAt
+		f.ws.setPatch(from, e, false)
+		remoteVersion = theirs.VersionID
+	} else {
+		f.ws.setPatch(from, nil, false)
+	}
+	f.notify.enqueue(Change{Entries: []NameRef{{parentPath(from), baseName(from)}, {parentPath(cp), baseName(cp)}}})
+	f.log.Warn("conflict: the file changed elsewhere since this content was based on it; saved as a conflict copy beside it",
+		"path", "/"+from, "copy", "/"+cp, "base_version", rec.Expect, "remote_version", remoteVersion)
+	f.noteConflict(Conflict{Path: "/" + from, Copy: "/" + cp, BaseVersion: rec.Expect, RemoteVersion: remoteVersion, At: time.Now()})
+	return d.Record(), nil
+}
+
+// conflictName names a conflict copy the way sync clients do, keeping the
+// extension so that GIS tools open it: "geology (conflicted copy
+// 2026-12-05 101530 host).gpkg", with " 2", " 3"... when taken.
+func (f *FS) conflictName(ctx context.Context, p string) string {
+	dir, name := parentPath(p), baseName(p)
+	stem, ext := name, path.Ext(name)
+	if ext == name || len(ext) > 16 {
+		ext = "" // ".bashrc", or no real extension
+	}
+	stem = strings.TrimSuffix(name, ext)
+	tag := fmt.Sprintf("conflicted copy %s %s", time.Now().Format("2006-01-02 150405"), f.host)
+	for i := 1; ; i++ {
+		t := tag
+		if i > 1 {
+			t = fmt.Sprintf("%s %d", tag, i)
+		}
+		suffix := " (" + t + ")" + ext
+		if room := remote.MaxNameBytes - len(suffix); len(stem) > room {
+			stem = strings.ToValidUTF8(stem[:max(room, 1)], "")
+		}
+		cp := joinPath(dir, stem+suffix)
+		if _, taken, err := f.ws.Stat(ctx, cp); err != nil || !taken || i > 100 {
+			return cp
+		}
 	}
 }
 
@@ -542,7 +668,12 @@ func (f *FS) localClosed(l *Local) {
 		return
 	}
 	if dirty {
-		f.up.enqueue(l) // a failed or never flushed upload: nothing is dropped
+		// A failed or never flushed upload: nothing is dropped.
+		if f.opt.WriteBack == WriteBackAsync {
+			f.up.later(l, f.opt.Debounce)
+		} else {
+			f.up.enqueue(l)
+		}
 		return
 	}
 	f.finish(l)
@@ -579,28 +710,55 @@ func (f *FS) Remove(ctx context.Context, p string, it Item) error {
 		return err
 	}
 	var ids, left []string
+	var version string
 	if l := it.Local; l != nil {
+		version = f.localVersion(l)
 		ids, left = f.discard(p, l)
 	} else if it.Entry != nil {
 		ids = append(ids, it.Entry.File.FileID)
+		version = it.Entry.File.VersionID
 	}
 	f.keepFolder(parentPath(p))
+	f.unpin(p)
 	seen := map[string]bool{}
+	deferred := false
 	for i, id := range append(ids, left...) {
 		if id == "" || seen[id] {
 			continue
 		}
 		seen[id] = true
-		del := f.deleteFile
-		if i >= len(ids) {
-			del = f.deleteLeft
+		var err error
+		switch {
+		case i >= len(ids):
+			err = f.deleteLeft(ctx, id)
+		case !deferred:
+			// The file's own delete waits for a save at p to take it
+			// over (deletes.go).
+			deferred = true
+			err = f.deferDelete(id, p, version)
+		default:
+			err = f.deleteFile(ctx, id)
 		}
-		if err := del(ctx, id); err != nil {
+		if err != nil {
 			return fmt.Errorf("delete %s: %w", p, err)
 		}
 	}
 	f.ws.setPatch(p, nil, false)
 	return nil
+}
+
+// localVersion is the remote version local content replaces: the one it
+// was last committed as, or the one it took over.
+func (f *FS) localVersion(l *Local) string {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if l.committed != nil {
+		return l.committed.File.VersionID
+	}
+	if l.d != nil {
+		return l.d.Record().Expect
+	}
+	return ""
 }
 
 // writableFor is writable, except for transient names, which stay local
@@ -609,7 +767,7 @@ func (f *FS) writableFor(ctx context.Context, p string) error {
 	if f.opt.ReadOnly {
 		return errReadOnly
 	}
-	if f.isLocalOnly(baseName(p)) {
+	if f.isLocalOnly(p) {
 		return nil
 	}
 	return f.writable(ctx)
@@ -728,9 +886,11 @@ func (f *FS) renameDir(ctx context.Context, from, to string) error {
 // replaces); a remote version is copied on the store's side into a new
 // version at the target, and the old file deleted once that is committed.
 func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dstOK bool) error {
-	var targetID string
+	var targetID, targetVersion string
 	if dstOK {
+		f.unpin(to)
 		if l := dst.Local; l != nil {
+			targetVersion = f.localVersion(l)
 			own, left := f.discard(to, l)
 			for i, id := range append(own, left...) {
 				if id != "" && targetID == "" {
@@ -747,11 +907,18 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 				}
 			}
 		} else if dst.Entry != nil {
-			targetID = dst.Entry.File.FileID
+			targetID, targetVersion = dst.Entry.File.FileID, dst.Entry.File.VersionID
+		}
+	}
+	if targetID == "" && !f.isLocalOnly(to) {
+		// A file removed at the target moments ago (delete, then rename
+		// a new copy onto its name): this becomes its new version.
+		if w := f.claimDelete(to); w != nil {
+			targetID, targetVersion = w.FileID, w.Version
 		}
 	}
 	if l := src.Local; l != nil {
-		return f.moveLocal(ctx, from, to, l, targetID)
+		return f.moveLocal(ctx, from, to, l, targetID, targetVersion)
 	}
 	if src.Entry == nil {
 		return fmt.Errorf("rename %s: neither local content nor a remote version: %w", from, syscall.ENOENT)
@@ -798,7 +965,7 @@ func (f *FS) discard(p string, l *Local) (ids, left []string) {
 // moveLocal moves local content from one path to another. Its remote
 // identity at the old path is deleted once the content is committed at the
 // new one (and hidden meanwhile).
-func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID string) error {
+func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID, targetVersion string) error {
 	l.mu.Lock() // an upload in progress finishes first
 	f.wmu.Lock()
 	live, committed := l.d != nil, l.committed
@@ -815,9 +982,12 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 	if committed != nil {
 		old = committed.File.FileID
 	}
-	transient := f.isLocalOnly(baseName(to))
+	transient := f.isLocalOnly(to)
 	err := l.d.Update(func(r *cache.Record) {
 		r.Path = to
+		if r.FileID != targetID {
+			r.Expect = targetVersion
+		}
 		r.FileID = targetID
 		if old != "" && old != targetID {
 			r.DeleteAfter = append(r.DeleteAfter, old)
@@ -860,7 +1030,7 @@ func (f *FS) moveLocal(ctx context.Context, from, to string, l *Local, targetID 
 		return nil // the last close uploads it
 	}
 	if f.opt.WriteBack == WriteBackAsync {
-		f.up.enqueue(l)
+		f.up.later(l, f.opt.Debounce)
 		return nil
 	}
 	if err := f.commit(ctx, l); err != nil {
