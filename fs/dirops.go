@@ -51,6 +51,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	ch := n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	f.localOpened(l)
 	h := &fileHandle{n: node, append: flags&syscall.O_APPEND != 0, family: f.familyOpened(p)}
+	h.trunc.Store(true)
 	f.nodeAttr(ch, Item{Local: l}, &out.Attr)
 	return ch, h, 0, 0
 }

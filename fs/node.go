@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -349,6 +350,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		}
 	}
 	h := &fileHandle{n: n, append: flags&syscall.O_APPEND != 0, family: n.fsys.familyOpened(p)}
+	h.trunc.Store(flags&syscall.O_TRUNC != 0)
 	l, e := n.current()
 	if l == nil && e != nil {
 		h.openVersion(e)
@@ -377,6 +379,12 @@ type fileHandle struct {
 	n      *fileNode
 	append bool
 	family string // the key its open is counted under (sqlite.go)
+	// trunc: opened with O_TRUNC (or created); wrote: written through
+	// since. A shell redirect opens with O_TRUNC, dup2s the descriptor
+	// and closes the first copy before writing: that close must not
+	// commit the empty file (see save).
+	trunc atomic.Bool
+	wrote atomic.Bool
 
 	ver    *cache.File // reads of the remote version current at open (nil: local at open)
 	verKey versionKey
@@ -451,6 +459,7 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	if h.append {
 		off = d.Size()
 	}
+	h.wrote.Store(true)
 	n, err := d.WriteAt(ctx, data, off)
 	f.wmu.Lock()
 	l.mtime = time.Now()
@@ -509,7 +518,10 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 		if err := n.fsys.writableFor(ctx, n.Path(nil)); err != nil {
 			return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
 		}
-		_, opened := fh.(*fileHandle)
+		h, opened := fh.(*fileHandle)
+		if opened && size == 0 && !h.wrote.Load() {
+			h.trunc.Store(true) // the kernel's O_TRUNC of this open comes as a setattr
+		}
 		if eno := n.truncate(ctx, int64(size), opened); eno != 0 {
 			return eno
 		}
@@ -569,7 +581,17 @@ func (h *fileHandle) save(ctx context.Context, op string) syscall.Errno {
 	if l == nil {
 		return 0
 	}
-	if err := h.n.fsys.Flush(ctx, l); err != nil {
+	f := h.n.fsys
+	f.wmu.Lock()
+	empty := l.d != nil && l.d.Size() == 0
+	f.wmu.Unlock()
+	if op == "close" && h.trunc.Load() && !h.wrote.Load() && empty {
+		// Emptied at open and not written yet: the close of a copy of
+		// the descriptor (a redirect's dup2), or an emptying whose
+		// version the last release commits. Not a version of its own.
+		return 0
+	}
+	if err := f.Flush(ctx, l); err != nil {
 		return h.fail(op, err)
 	}
 	return 0

@@ -923,7 +923,7 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 	if src.Entry == nil {
 		return fmt.Errorf("rename %s: neither local content nor a remote version: %w", from, syscall.ENOENT)
 	}
-	if err := f.copyVersion(ctx, src.Entry, to, targetID); err != nil {
+	if err := f.copyVersion(ctx, src.Entry, to, targetID, targetVersion); err != nil {
 		return err
 	}
 	if err := f.deleteFile(ctx, src.Entry.File.FileID); err != nil {
@@ -1055,9 +1055,33 @@ func (f *FS) uploadLink(up *remote.UploadFileResponse) *remote.Link {
 // copyVersion makes version e the content of a new version at p (of
 // targetID when it names the file there): Copy Blob on the store's side,
 // or streamed through the cache where the store refuses.
-func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID string) error {
+func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID, targetVersion string) error {
 	var up *remote.UploadFileResponse
 	var err error
+	if targetID != "" && targetVersion != "" {
+		// The target may have got a version elsewhere since this mount
+		// listed it: then the copy goes beside it, as a conflict copy.
+		theirs, conflict, err := f.checkConflict(ctx, cache.Record{Path: p, FileID: targetID, Expect: targetVersion}, nil)
+		if err != nil {
+			return err
+		}
+		if conflict {
+			from := p
+			p = f.conflictName(ctx, from)
+			targetID = ""
+			remoteVersion := "deleted"
+			if theirs != nil {
+				remoteVersion = theirs.VersionID
+				te := committedEntry(from, theirs.FileID, theirs.VersionID, theirs.Size)
+				te.ModTime = theirs.ModifiedAt
+				f.ws.setPatch(from, te, false)
+			}
+			f.notify.enqueue(Change{Entries: []NameRef{{parentPath(from), baseName(from)}}})
+			f.log.Warn("conflict: the file changed elsewhere since this mount listed it; the renamed file is saved as a conflict copy beside it",
+				"path", "/"+from, "copy", "/"+p, "base_version", targetVersion, "remote_version", remoteVersion)
+			f.noteConflict(Conflict{Path: "/" + from, Copy: "/" + p, BaseVersion: targetVersion, RemoteVersion: remoteVersion, At: time.Now()})
+		}
+	}
 	if targetID != "" {
 		up, err = f.files.UpdateFile(ctx, targetID, "")
 		if errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone) {
