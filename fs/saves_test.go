@@ -46,6 +46,13 @@ func waitNothingPending(t *testing.T, m *mount) {
 		func() bool { return len(m.FS.Pending()) == 0 })
 }
 
+// waitSettled waits until m has nothing left to do (FS.Settled): every
+// release in, every checkpoint, upload and deferred delete done.
+func waitSettled(t *testing.T, m *mount) {
+	t.Helper()
+	poll(t, 30*time.Second, func() string { return fmt.Sprintf("the mount still busy; pending %+v", m.FS.Pending()) }, m.FS.Settled)
+}
+
 // versionsOf lists the committed versions of a file, newest first.
 func versionList(t *testing.T, m *mount, fileID string) []remote.FileVersion {
 	t.Helper()
@@ -387,7 +394,6 @@ func TestSaveRenameOverChangedTarget(t *testing.T) {
 				}
 				waitNothingPending(t, b)
 				vb, _ := remoteFile(t, b, "doc/plan.txt")
-				saved := time.Now()
 				run(t, filepath.Join(a.Dir, "doc"), "sh", "-c", pat.cmd)
 				waitNothingPending(t, a)
 				var live map[string]remote.ListFile
@@ -396,7 +402,7 @@ func TestSaveRenameOverChangedTarget(t *testing.T) {
 					_, tmp := live["doc/"+pat.tmp]
 					return !tmp
 				})
-				time.Sleep(time.Until(saved.Add(settleAfter))) // a deferred delete has run
+				waitSettled(t, a) // a deferred delete has run
 				checkConflictCopy(t, a, "doc/plan.txt", v0, vb.VersionID, fromB, fromA, 2, since)
 			})
 		}
@@ -717,10 +723,6 @@ var savePatterns = []struct {
 	{"delete-rename", `printf new > x_packed.txt && rm x.txt && mv x_packed.txt x.txt`, []string{"x_packed.txt"}},
 }
 
-// settleAfter is how long after a save its deferred work (an unlinked
-// remote file waits 5 s for a save to take it over) has surely run.
-const settleAfter = 7 * time.Second
-
 // TestSaveKeepsFileIDSync, TestSaveKeepsFileIDAsync: however a program
 // saves a file (in place, O_TRUNC, unlink and create, temp file renamed over
 // it, delete then rename), the file keeps its id and gets exactly one
@@ -738,7 +740,6 @@ func testSaveKeepsFileID(t *testing.T, mode saveMode) {
 			upload(t, m.Client, m.Blobs, "data/x.txt", strings.NewReader(base), int64(len(base)))
 			v0, _ := remoteFile(t, m, "data/x.txt")
 			want := "new"
-			saved := time.Now()
 			if pat.cmd == "" {
 				f, err := os.OpenFile(filepath.Join(m.Dir, "data/x.txt"), os.O_WRONLY, 0)
 				if err != nil {
@@ -764,8 +765,8 @@ func testSaveKeepsFileID(t *testing.T, mode saveMode) {
 				x, ok := live["data/x.txt"]
 				return len(live) == 1 && ok && x.Size == int64(len(want))
 			})
-			// And it stays that way.
-			time.Sleep(time.Until(saved.Add(settleAfter)))
+			// And it stays that way once the deferred delete has run.
+			waitSettled(t, m)
 			d, b := remoteFile(t, m, "data/x.txt")
 			if string(b) != want {
 				t.Errorf("data/x.txt remotely: %q, want %q", b, want)
@@ -848,7 +849,6 @@ func TestSaveShapefileRepackKeepsFileIDs(t *testing.T) {
 			vectors := filepath.Join(m.Dir, "vectors")
 			// GDAL 3.6 does not take OGR SQL's DELETE on a shapefile; the
 			// SQLite dialect does, and the driver repacks at close.
-			saved := time.Now()
 			run(t, vectors, "ogrinfo", "collars.shp", "-dialect", "SQLite", "-sql", "DELETE FROM collars WHERE rowid = 0")
 			run(t, vectors, "ogrinfo", "collars.shp", "-sql", "REPACK collars")
 			waitNothingPending(t, m)
@@ -862,7 +862,7 @@ func TestSaveShapefileRepackKeepsFileIDs(t *testing.T) {
 				}
 				return len(live) == len(liveBefore)
 			})
-			time.Sleep(time.Until(saved.Add(settleAfter)))
+			waitSettled(t, m)
 			after := at()
 
 			// The remote shapefile, read outside the mount.
@@ -1096,8 +1096,7 @@ func testGeoPackageTwoMounts(t *testing.T, mode saveMode, bFirst bool) {
 	}
 	waitNothingPending(t, a)
 	seeRemote(t, a, other, "vectors/marker-a.txt")
-	time.Sleep(2 * time.Second) // whatever A does once its databases closed
-	waitNothingPending(t, a)
+	waitSettled(t, a) // whatever A does once its databases closed
 	n0 := len(versionList(t, a, g0.FileID))
 	copies0 := len(conflictCopiesOf(t, a, gpkgPath))
 
@@ -1110,8 +1109,7 @@ func testGeoPackageTwoMounts(t *testing.T, mode saveMode, bFirst bool) {
 	if out, err := runErr(a.Dir, "ogrinfo", "-ro", "-so", gpkgPath); err != nil {
 		t.Errorf("A's ogrinfo -ro: %v\n%s", err, out)
 	}
-	time.Sleep(3 * time.Second)
-	waitNothingPending(t, a)
+	waitSettled(t, a)
 	if n := len(versionList(t, a, g0.FileID)); n != n0 {
 		t.Errorf("A's reads made %d version(s) of %s", n-n0, gpkgPath)
 	}

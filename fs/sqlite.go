@@ -249,13 +249,7 @@ func (f *FS) checkpointTarget(ctx context.Context, db string, walRec cache.Recor
 	if err := l.d.Update(func(r *cache.Record) { r.FileID, r.Expect = "", "" }); err != nil {
 		return nil, err
 	}
-	remoteVersion := "deleted"
-	if e := it.Entry; e != nil {
-		remoteVersion = e.File.VersionID
-	}
-	f.log.Warn("conflict: the database changed elsewhere since its WAL was written here; its transactions are saved as a conflict copy beside it",
-		"path", "/"+db, "copy", "/"+cp, "base_version", walRec.DBVersion, "remote_version", remoteVersion)
-	f.noteConflict(Conflict{Path: "/" + db, Copy: "/" + cp, BaseVersion: walRec.DBVersion, RemoteVersion: remoteVersion, At: time.Now()})
+	f.conflicted("the database changed elsewhere since its WAL was written here; the copy holds its transactions", db, cp, walRec.DBVersion, it.Entry)
 	return l, nil
 }
 

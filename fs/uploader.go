@@ -405,6 +405,16 @@ func (f *FS) Pending() []PendingUpload {
 	return out
 }
 
+// Settled reports whether the mount has nothing left to do: no handle
+// open (its release may still be on its way from the kernel, and the last
+// one of a database checkpoints it), no upload pending, no delete waiting.
+func (f *FS) Settled() bool {
+	f.mu.Lock()
+	busy := len(f.families) > 0 || len(f.waiting) > 0
+	f.mu.Unlock()
+	return !busy && len(f.Pending()) == 0
+}
+
 // statusJSON is the value of the root's status attribute.
 func (f *FS) statusJSON() []byte {
 	mode := "sync"

@@ -81,7 +81,6 @@ type Local struct {
 	committed    *Entry // the version this content was last committed as
 	committedGen int64  // the content generation committed (or equal to the base); -1: none
 	mtime        time.Time
-	born         time.Time // when the content started here
 	failures     int
 	lastErr      string
 	uploading    bool
@@ -201,7 +200,7 @@ func (f *FS) baseFile(fileID, versionID string, size int64) (*cache.File, versio
 // newLocal starts local content at p over base (nil: a new, empty file),
 // journaled before it returns, and puts it in the overlay.
 func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
-	l := &Local{ino: ino, path: p, transient: base == nil && p != "" && f.isLocalOnly(p), committedGen: -1, mtime: time.Now(), born: time.Now()}
+	l := &Local{ino: ino, path: p, transient: base == nil && p != "" && f.isLocalOnly(p), committedGen: -1, mtime: time.Now()}
 	// No path: the node was unlinked while open. Its content lives for
 	// its open handles only, never uploaded, dropped at the last close.
 	unlinked := p == ""
@@ -595,20 +594,35 @@ func (f *FS) toConflictCopy(ctx context.Context, l *Local, d *cache.Dirty, rec c
 	l.path = cp
 	f.wmu.Unlock()
 	f.ws.moveLocal(from, cp, l)
+	f.conflicted("the file changed elsewhere since this content was based on it", from, cp, rec.Expect, theirEntry(from, theirs))
+	return d.Record(), nil
+}
+
+// theirEntry is the entry of the version a conflict check found (nil:
+// the file was deleted).
+func theirEntry(p string, theirs *remote.DownloadFileResponse) *Entry {
+	if theirs == nil {
+		return nil
+	}
+	e := committedEntry(p, theirs.FileID, theirs.VersionID, theirs.Size)
+	e.ModTime = theirs.ModifiedAt
+	return e
+}
+
+// conflicted records a conflict copy cp made of content that was based on
+// version base of the file at from, which now holds theirs (nil: deleted
+// elsewhere): the path shows theirs, the kernel forgets both names, one
+// warning names both versions, and `evofs status` lists it.
+func (f *FS) conflicted(why, from, cp, base string, theirs *Entry) {
 	remoteVersion := "deleted"
 	if theirs != nil {
-		e := committedEntry(from, theirs.FileID, theirs.VersionID, theirs.Size)
-		e.ModTime = theirs.ModifiedAt
-		f.ws.setPatch(from, e, false)
-		remoteVersion = theirs.VersionID
-	} else {
-		f.ws.setPatch(from, nil, false)
+		remoteVersion = theirs.File.VersionID
 	}
+	f.ws.setPatch(from, theirs, false)
 	f.notify.enqueue(Change{Entries: []NameRef{{parentPath(from), baseName(from)}, {parentPath(cp), baseName(cp)}}})
-	f.log.Warn("conflict: the file changed elsewhere since this content was based on it; saved as a conflict copy beside it",
-		"path", "/"+from, "copy", "/"+cp, "base_version", rec.Expect, "remote_version", remoteVersion)
-	f.noteConflict(Conflict{Path: "/" + from, Copy: "/" + cp, BaseVersion: rec.Expect, RemoteVersion: remoteVersion, At: time.Now()})
-	return d.Record(), nil
+	f.log.Warn("conflict: saved as a conflict copy beside the file", "why", why,
+		"path", "/"+from, "copy", "/"+cp, "base_version", base, "remote_version", remoteVersion)
+	f.noteConflict(Conflict{Path: "/" + from, Copy: "/" + cp, BaseVersion: base, RemoteVersion: remoteVersion, At: time.Now()})
 }
 
 // conflictName names a conflict copy the way sync clients do, keeping the
@@ -1067,19 +1081,8 @@ func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID, targetVersi
 		}
 		if conflict {
 			from := p
-			p = f.conflictName(ctx, from)
-			targetID = ""
-			remoteVersion := "deleted"
-			if theirs != nil {
-				remoteVersion = theirs.VersionID
-				te := committedEntry(from, theirs.FileID, theirs.VersionID, theirs.Size)
-				te.ModTime = theirs.ModifiedAt
-				f.ws.setPatch(from, te, false)
-			}
-			f.notify.enqueue(Change{Entries: []NameRef{{parentPath(from), baseName(from)}}})
-			f.log.Warn("conflict: the file changed elsewhere since this mount listed it; the renamed file is saved as a conflict copy beside it",
-				"path", "/"+from, "copy", "/"+p, "base_version", targetVersion, "remote_version", remoteVersion)
-			f.noteConflict(Conflict{Path: "/" + from, Copy: "/" + p, BaseVersion: targetVersion, RemoteVersion: remoteVersion, At: time.Now()})
+			p, targetID = f.conflictName(ctx, from), ""
+			f.conflicted("the file changed elsewhere since this mount listed it; the renamed file is the copy", from, p, targetVersion, theirEntry(from, theirs))
 		}
 	}
 	if targetID != "" {

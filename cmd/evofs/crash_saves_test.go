@@ -6,15 +6,12 @@ package main
 // version.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,34 +55,7 @@ func init() {
 // returned func is called.
 func holdWritten(t *testing.T, path, text string) (closeIt func()) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), savesHoldEnv+"="+path, savesTextEnv+"="+text)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr logBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	closeIt = func() {
-		once.Do(func() {
-			in.Close()
-			cmd.Wait()
-		})
-	}
-	t.Cleanup(closeIt)
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "ready\n" {
-		t.Fatalf("the process holding %s open: %q, %v\n%s", path, line, err, stderr.String())
-	}
-	return closeIt
+	return holder(t, path, false, savesHoldEnv+"="+path, savesTextEnv+"="+text)
 }
 
 // versionCount is the number of committed versions of the file at p.
