@@ -52,8 +52,12 @@ var errReadOnly error = &refusal{errno: syscall.EROFS, why: "the mount is read-o
 func toErrno(err error) syscall.Errno {
 	var se syscall.Errno
 	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return syscall.EINTR
+	case errors.Is(err, errServiceAway), errors.Is(err, context.DeadlineExceeded):
+		// A deadline is always evofs's own (the kernel sets none): the
+		// service did not answer in time.
+		return syscall.EIO
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR // the caller was interrupted
 	case errors.As(err, new(*net.OpError)), errors.As(err, new(*net.DNSError)):
 		// The service cannot be reached (refused, reset, unreachable):
 		// the errno inside is the socket's, not one for a file.

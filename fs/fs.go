@@ -87,6 +87,10 @@ type Options struct {
 	// another before it uploads (one version per burst); default
 	// DefaultDebounce, negative for none.
 	Debounce time.Duration
+	// Health tells whether the service answers (remote.Client.Health):
+	// a kernel request waiting on the service fails with EIO once it is
+	// away, and the listing is not swept while it is. nil: never away.
+	Health *remote.Health
 }
 
 // DefaultDebounce is Options.Debounce's default.
@@ -193,10 +197,11 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 	f := &FS{files: files, blobs: blobs, cache: c, opt: o, log: o.Logger,
 		links: map[versionKey]*versionLink{}, host: cmp.Or(o.Hostname, "evofs")}
 	f.notify = newNotifier(f.log)
-	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue})
+	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue, Health: o.Health})
 	f.root = &dirNode{fsys: f}
 	f.notify.root = &f.root.Inode
 	f.up = newUploader(f)
+	o.Health.OnBack(f.up.retryNow)
 	f.eagerSlots = make(chan struct{}, eagerSlots)
 	return f
 }
@@ -291,6 +296,11 @@ func (f *FS) MountOptions(allowOther bool) *gofs.Options {
 	}
 	if f.opt.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
+	}
+	if allowOther {
+		// Other users act with the mounting user's Evo login: the kernel
+		// holds them to the modes shown (owner, umask), as on a local disk.
+		mo.Options = append(mo.Options, "default_permissions")
 	}
 	return &gofs.Options{
 		MountOptions:    mo,

@@ -59,6 +59,12 @@ type mountConfig struct {
 	hangAfter time.Duration
 	// kernelReadahead is Options.KernelReadahead (0: the kernel's default).
 	kernelReadahead int64
+	// stallAfter is the silence after which the service counts as away
+	// (remote.Health); 0: remote.DefaultStallAfter.
+	stallAfter time.Duration
+	// allowOther mounts with allow_other (and so default_permissions).
+	allowOther bool
+	umask      uint32
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -73,12 +79,18 @@ func newClientAs(t testing.TB, emu *emulator.Server, token string) *remote.Clien
 // hub.
 func newClientVia(t testing.TB, emu *emulator.Server, hub, token string) *remote.Client {
 	t.Helper()
+	return newClientWith(t, emu, hub, token, nil)
+}
+
+// newClientWith is newClientVia that reports to health.
+func newClientWith(t testing.TB, emu *emulator.Server, hub, token string, health *remote.Health) *remote.Client {
+	t.Helper()
 	info := emu.Info()
 	if token == "" {
 		token = info.Token
 	}
 	c, err := remote.New(remote.Config{HubURL: hub, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
-		Tokens: remote.StaticToken(token)})
+		Tokens: remote.StaticToken(token), Health: health})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,13 +105,12 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 	if cfg.cacheDir == "" {
 		cfg.cacheDir = t.TempDir()
 	}
-	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClientAs(t, emu, cfg.token),
-		Blobs: remote.NewBlobs(remote.BlobConfig{}), Logs: &lockedWriter{w: &bytes.Buffer{}}}
-	if cfg.hub != "" {
-		m.Client = newClientVia(t, emu, cfg.hub, cfg.token)
-	}
-	logs := m.Logs
+	logs := &lockedWriter{w: &bytes.Buffer{}}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	health := remote.NewHealth(cfg.stallAfter, log)
+	hub := cmp.Or(cfg.hub, emu.Info().HubURL)
+	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClientWith(t, emu, hub, cfg.token, health),
+		Blobs: remote.NewBlobs(remote.BlobConfig{Health: health}), Logs: logs}
 	c, err := cache.Open(cache.Options{Dir: cfg.cacheDir, MaxBytes: 1 << 30, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -110,8 +121,8 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 		wb = evofs.WriteBackAsync
 	}
 	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log, WriteBack: wb,
-		KernelReadahead: cfg.kernelReadahead})
-	srv, err := evofs.Mount(m.Dir, m.FS, false)
+		KernelReadahead: cfg.kernelReadahead, Health: health, Umask: cfg.umask})
+	srv, err := evofs.Mount(m.Dir, m.FS, cfg.allowOther)
 	if err != nil {
 		c.Close()
 		t.Fatal(err)
@@ -268,9 +279,10 @@ func startEmu(t *testing.T, mod ...func(*emulator.Config)) *emulator.Server {
 
 // mountStatus is `evofs status` of a mount: the root's status attribute.
 type mountStatus struct {
-	WriteBack string                `json:"write_back"`
-	Pending   []evofs.PendingUpload `json:"pending"`
-	Conflicts []evofs.Conflict      `json:"conflicts"`
+	WriteBack        string                `json:"write_back"`
+	UnreachableSince string                `json:"unreachable_since"`
+	Pending          []evofs.PendingUpload `json:"pending"`
+	Conflicts        []evofs.Conflict      `json:"conflicts"`
 }
 
 func status(t *testing.T, m *mount) mountStatus {

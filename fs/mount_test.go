@@ -3,9 +3,11 @@ package fs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evofs/evofs/remote"
 	"github.com/evofs/evofs/remote/emulator"
 )
 
@@ -299,5 +302,81 @@ func TestMountReadOfRemotelyDeletedFileIsENOENTWithOneLogLine(t *testing.T) {
 	}
 	if len(lines) != 1 || !strings.Contains(lines[0], "path=/notes/gone.txt") || !strings.Contains(lines[0], "code=files/gone") {
 		t.Fatalf("want one log line naming the path and the service's code, got %q", lines)
+	}
+}
+
+// TestAllowOtherEnforcesModes: under allow_other another user acts with the
+// mounting user's login, so the kernel holds them to the modes shown
+// (default_permissions): with umask 077 they can do nothing, with 022 read
+// only; nothing they try reaches the service.
+func TestAllowOtherEnforcesModes(t *testing.T) {
+	for _, tc := range []struct {
+		umask    uint32
+		canRead  bool
+		readable string
+	}{
+		{0o077, false, "-rw-------"},
+		{0o022, true, "-rw-r--r--"},
+	} {
+		t.Run(fmt.Sprintf("umask=%03o", tc.umask), func(t *testing.T) {
+			emu := startEmu(t)
+			body := []byte("owner only\n")
+			upload(t, newClient(t, emu), remote.NewBlobs(remote.BlobConfig{}), "site/notes.txt", bytes.NewReader(body), int64(len(body)))
+			m := mountEmu(t, emu, mountConfig{allowOther: true, umask: tc.umask})
+			// Let the other user reach the mountpoint (t.TempDir's are 0700).
+			if err := os.Chmod(filepath.Dir(m.Dir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// The owner (root here) may write.
+			if err := os.WriteFile(filepath.Join(m.Dir, "site/owner.txt"), body, 0o644); err != nil {
+				t.Errorf("the owner's write: %v", err)
+			}
+			waitSettled(t, m)
+			fi, err := os.Stat(filepath.Join(m.Dir, "site/notes.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode().String(); got != tc.readable {
+				t.Fatalf("mode %s, want %s", got, tc.readable)
+			}
+			emu.ResetStats()
+			asNobody := func(script string) (string, error) {
+				cmd := exec.Command("sh", "-c", script)
+				cmd.Dir = "/"
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+				out, err := cmd.CombinedOutput()
+				return string(out), err
+			}
+			f := filepath.Join(m.Dir, "site/notes.txt")
+			out, err := asNobody("cat " + f)
+			if tc.canRead != (err == nil) || (!tc.canRead && !strings.Contains(out, "Permission denied")) {
+				t.Errorf("cat as nobody: %v %q (may read: %v)", err, out, tc.canRead)
+			}
+			if tc.canRead && out != string(body) {
+				t.Errorf("cat as nobody read %q", out)
+			}
+			for _, script := range []string{
+				"echo x >> " + f,
+				"echo x > " + filepath.Join(m.Dir, "site/new.txt"),
+				"rm -f " + f,
+				"mv " + f + " " + filepath.Join(m.Dir, "site/moved.txt"),
+				"mkdir " + filepath.Join(m.Dir, "site/sub"),
+			} {
+				if out, err := asNobody(script); err == nil || !strings.Contains(out, "Permission denied") {
+					t.Errorf("%s as nobody: %v %q, want Permission denied", script, err, out)
+				}
+			}
+			waitSettled(t, m)
+			st := emu.Stats()
+			if n := st.APICalls(emulator.OpUpsertFileByPath); n != 0 {
+				t.Errorf("%d upserts reached the service", n)
+			}
+			if n := st.APICalls(emulator.OpDeleteFile) + st.APICalls(emulator.OpDeleteFileByPath); n != 0 {
+				t.Errorf("%d deletes reached the service", n)
+			}
+			if _, got := remoteFile(t, m, "site/notes.txt"); string(got) != string(body) {
+				t.Errorf("notes.txt remotely %q", got)
+			}
+		})
 	}
 }

@@ -345,8 +345,11 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	write := flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0
 	p := n.Path(nil)
 	if write {
-		if err := n.fsys.writableFor(ctx, p); err != nil {
-			return nil, 0, errno(n.fsys.log, "open for writing", "/"+p, err)
+		actx, done := n.fsys.away(ctx)
+		err := n.fsys.writableFor(actx, p)
+		done()
+		if err != nil {
+			return nil, 0, errno(n.fsys.log, "open for writing", "/"+p, n.fsys.awayErr(actx, err))
 		}
 	}
 	h := &fileHandle{n: n, append: flags&syscall.O_APPEND != 0, family: n.fsys.familyOpened(p)}
@@ -426,6 +429,8 @@ var _ = (gofs.FileReader)((*fileHandle)(nil))
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	var n int
 	var err error
+	ctx, done := h.n.fsys.away(ctx)
+	defer done()
 	if l, _ := h.n.current(); l != nil {
 		n, err = l.d.ReadAt(ctx, dest, off)
 	} else if h.ver != nil {
@@ -434,7 +439,7 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		err = io.EOF
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.fail("read", err)
+		return nil, h.fail("read", h.n.fsys.awayErr(ctx, err))
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }
@@ -443,9 +448,11 @@ var _ = (gofs.FileWriter)((*fileHandle)(nil))
 
 // Write puts the bytes in the cache (not in memory) before it returns.
 func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx, done := h.n.fsys.away(ctx)
+	defer done()
 	l, err := h.n.localFor(ctx) // counts this handle among its opens
 	if err != nil {
-		return 0, h.fail("write", err)
+		return 0, h.fail("write", h.n.fsys.awayErr(ctx, err))
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -465,7 +472,7 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	l.mtime = time.Now()
 	f.wmu.Unlock()
 	if err != nil {
-		return uint32(n), h.fail("write", err)
+		return uint32(n), h.fail("write", h.n.fsys.awayErr(ctx, err))
 	}
 	f.noteWrite(l, off, off+int64(n))
 	return uint32(n), 0
@@ -475,6 +482,8 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 // handle of the node asks (ftruncate, O_TRUNC), not a path.
 func (n *fileNode) truncate(ctx context.Context, size int64, opened bool) syscall.Errno {
 	var err error
+	ctx, done := n.fsys.away(ctx)
+	defer done()
 	// Content no handle keeps open (a truncate of a path) may be finished
 	// by its background upload between localFor and l.mu: then it is a
 	// committed version, and the truncate starts new content over it.
@@ -501,7 +510,7 @@ func (n *fileNode) truncate(ctx context.Context, size int64, opened bool) syscal
 		break
 	}
 	if err != nil {
-		return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
+		return errno(n.fsys.log, "truncate", "/"+n.Path(nil), n.fsys.awayErr(ctx, err))
 	}
 	return 0
 }

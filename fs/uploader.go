@@ -115,6 +115,19 @@ func (u *uploader) later(l *Local, wait time.Duration) {
 	u.timers[l] = t
 }
 
+// retryNow starts every upload waiting out a retry's backoff: the
+// service answers again.
+func (u *uploader) retryNow() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for l := range u.timers {
+		if u.queued[l] == 2 {
+			delete(u.queued, l)
+			u.enqueueLocked(l)
+		}
+	}
+}
+
 // LOCKS_REQUIRED(u.mu)
 func (u *uploader) enqueueLocked(l *Local) {
 	if u.stopped {
@@ -332,20 +345,7 @@ func (f *FS) recover() error {
 // for the next mount. It reports how many uploads are left.
 func (f *FS) Shutdown(ctx context.Context) int {
 	if f.opt.WriteBack == WriteBackSync {
-		f.wmu.Lock()
-		var dirty []*Local
-		for _, l := range f.allLocals() {
-			if l.dirty() {
-				dirty = append(dirty, l)
-			}
-		}
-		f.wmu.Unlock()
-		for _, l := range dirty {
-			f.up.enqueue(l)
-		}
-		if err := f.up.idle(ctx); err != nil {
-			f.log.Warn("unmount: uploads still pending; the next mount with this cache finishes them", "err", err)
-		}
+		f.uploadPending(ctx)
 	}
 	f.flushDeletes(ctx)
 	f.up.stop()
@@ -357,6 +357,51 @@ func (f *FS) Shutdown(ctx context.Context) int {
 		f.log.Info("unmount: uploads left in the journal for the next mount", "count", left)
 	}
 	return left
+}
+
+// uploadPending uploads every pending local content, for at most ctx: it
+// retries while the service is away or a round made progress, and leaves
+// to the journal what the service keeps refusing.
+func (f *FS) uploadPending(ctx context.Context) {
+	dirty := func() []*Local {
+		f.wmu.Lock()
+		defer f.wmu.Unlock()
+		var out []*Local
+		for _, l := range f.allLocals() {
+			if l.dirty() {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	wait := time.Second
+	for left := dirty(); len(left) > 0; {
+		for _, l := range left {
+			f.up.enqueue(l)
+		}
+		if err := f.up.idle(ctx); err != nil {
+			f.log.Warn("unmount: uploads still pending; the next mount with this cache finishes them", "err", err)
+			return
+		}
+		now := dirty()
+		if len(now) == 0 {
+			return
+		}
+		if len(now) >= len(left) && !f.opt.Health.Down() {
+			f.log.Warn("unmount: the service refuses some uploads; the next mount with this cache tries them again", "count", len(now))
+			return
+		}
+		left = now
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			f.log.Warn("unmount: uploads still pending; the next mount with this cache finishes them", "err", ctx.Err())
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // allLocals lists the overlay's local files.
@@ -421,10 +466,15 @@ func (f *FS) statusJSON() []byte {
 	if f.opt.WriteBack == WriteBackAsync {
 		mode = "async"
 	}
+	var away string // since when the service does not answer
+	if t := f.opt.Health.DownSince(); !t.IsZero() {
+		away = t.UTC().Format(time.RFC3339)
+	}
 	b, _ := json.Marshal(struct {
-		WriteBack string          `json:"write_back"`
-		Pending   []PendingUpload `json:"pending"`
-		Conflicts []Conflict      `json:"conflicts,omitempty"`
-	}{mode, f.Pending(), f.Conflicts()})
+		WriteBack        string          `json:"write_back"`
+		UnreachableSince string          `json:"unreachable_since,omitempty"`
+		Pending          []PendingUpload `json:"pending"`
+		Conflicts        []Conflict      `json:"conflicts,omitempty"`
+	}{mode, away, f.Pending(), f.Conflicts()})
 	return b
 }

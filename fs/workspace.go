@@ -86,11 +86,20 @@ type Workspace struct {
 	log      *slog.Logger
 	onChange func(Change) // may be nil; called outside any lock
 
-	sweep singleflight.Group
+	sweep    singleflight.Group
+	health   *remote.Health
+	staleFor time.Duration
 
 	mu   sync.Mutex
 	snap *Snapshot // GUARDED_BY(mu)
-	ov   overlay   // GUARDED_BY(mu): local changes over the snapshot (overlay.go)
+	// After a failed sweep the next waits retryAt (1 s, doubling to a
+	// minute while sweeps keep failing); the last snapshot answers
+	// meanwhile.
+	retryAt time.Time     // GUARDED_BY(mu)
+	backoff time.Duration // GUARDED_BY(mu)
+	// sweeping is when the sweep in flight started (zero: none).
+	sweeping time.Time // GUARDED_BY(mu)
+	ov       overlay   // GUARDED_BY(mu): local changes over the snapshot (overlay.go)
 }
 
 // WorkspaceOptions configures NewWorkspace.
@@ -99,7 +108,19 @@ type WorkspaceOptions struct {
 	Now      func() time.Time
 	Logger   *slog.Logger
 	OnChange func(Change)
+	// Health: while the service is away the last snapshot answers at
+	// once and no sweep is started.
+	Health *remote.Health
+	// StaleWait is how long a caller waits for a sweep when an older
+	// snapshot exists: past it the older one answers while the sweep goes
+	// on. Default DefaultStaleWait.
+	StaleWait time.Duration
 }
+
+// DefaultStaleWait is WorkspaceOptions.StaleWait's default: long enough
+// for a sweep of a healthy service (tens of milliseconds for thousands
+// of files), short enough that a slow one is not felt.
+const DefaultStaleWait = time.Second
 
 // NewWorkspace makes a model over lister. It lists nothing until asked.
 func NewWorkspace(lister Lister, o WorkspaceOptions) *Workspace {
@@ -112,19 +133,42 @@ func NewWorkspace(lister Lister, o WorkspaceOptions) *Workspace {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Workspace{lister: lister, ttl: o.TTL, now: o.Now, log: o.Logger, onChange: o.OnChange, ov: newOverlay()}
+	if o.StaleWait <= 0 {
+		o.StaleWait = DefaultStaleWait
+	}
+	w := &Workspace{lister: lister, ttl: o.TTL, now: o.Now, log: o.Logger, onChange: o.OnChange, ov: newOverlay(),
+		health: o.Health, staleFor: o.StaleWait}
+	o.Health.OnBack(func() { // the service is back: the next access sweeps
+		w.mu.Lock()
+		w.backoff, w.retryAt = 0, time.Time{}
+		w.mu.Unlock()
+	})
+	return w
 }
 
 // Snapshot returns a snapshot younger than the TTL, sweeping the listing if
 // the current one is older (one sweep however many callers wait for it).
-// When a sweep fails and an older snapshot exists, that one is served and
-// the failure logged: browsing goes on while the service is away.
+// Browsing never waits long on the service: when an older snapshot exists
+// it answers if the sweep takes longer than StaleWait (the sweep goes on),
+// at once while the service is away or a failed sweep's backoff runs, and
+// when a sweep fails. Without any snapshot the caller waits for the sweep
+// until the service is away (errServiceAway) or it is interrupted.
 func (w *Workspace) Snapshot(ctx context.Context) (*Snapshot, error) {
 	w.mu.Lock()
-	cur := w.snap
+	cur, retryAt, sweeping := w.snap, w.retryAt, w.sweeping
 	w.mu.Unlock()
 	if cur != nil && w.now().Sub(cur.Taken) < w.ttl {
 		return cur, nil
+	}
+	if cur != nil && (w.now().Before(retryAt) || w.health.Down()) {
+		return cur, nil
+	}
+	wait := w.staleFor
+	if !sweeping.IsZero() {
+		wait -= w.now().Sub(sweeping) // callers share one wait per sweep
+		if wait <= 0 && cur != nil {
+			return cur, nil
+		}
 	}
 	ch := w.sweep.DoChan("sweep", func() (any, error) {
 		// Someone may have swept since we looked.
@@ -132,11 +176,32 @@ func (w *Workspace) Snapshot(ctx context.Context) (*Snapshot, error) {
 			return s, nil
 		}
 		// The sweep runs for everyone: it must not die with one caller.
+		w.mu.Lock()
+		w.sweeping = w.now()
+		w.mu.Unlock()
+		defer func() {
+			w.mu.Lock()
+			w.sweeping = time.Time{}
+			w.mu.Unlock()
+		}()
 		return w.refresh(context.WithoutCancel(ctx))
 	})
+	var stale <-chan time.Time
+	if cur != nil {
+		t := time.NewTimer(max(wait, 0))
+		defer t.Stop()
+		stale = t.C
+	}
+	actx, done := awayCtx(ctx, w.health)
+	defer done()
 	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-actx.Done():
+		if cur != nil {
+			return cur, nil
+		}
+		return nil, awayErr(actx, w.health, actx.Err())
+	case <-stale:
+		return cur, nil
 	case r := <-ch:
 		if r.Err != nil {
 			if cur != nil {
@@ -174,11 +239,19 @@ func (w *Workspace) refresh(ctx context.Context) (*Snapshot, error) {
 	w.mu.Unlock()
 	files, err := w.lister.ListAll(ctx, remote.ListOptions{})
 	if err != nil {
-		w.log.Error("list workspace failed", "code", remote.ErrorCode(err), "err", err)
+		w.mu.Lock()
+		w.backoff = min(max(2*w.backoff, time.Second), time.Minute)
+		w.retryAt = w.now().Add(w.backoff)
+		first := w.backoff == time.Second
+		w.mu.Unlock()
+		if first { // one line per outage, not one per retry
+			w.log.Error("list workspace failed; the last listing answers meanwhile", "code", remote.ErrorCode(err), "err", err)
+		}
 		return nil, fmt.Errorf("list workspace: %w", err)
 	}
 	next := buildSnapshot(files, taken, w.log)
 	w.mu.Lock()
+	w.backoff, w.retryAt = 0, time.Time{}
 	prev := w.snap
 	w.snap = next
 	w.ov.expire(seq)

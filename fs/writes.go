@@ -166,18 +166,25 @@ func (f *FS) writable(ctx context.Context) error {
 	f.wmu.Lock()
 	known, at := f.canWrite, f.canWriteAt
 	f.wmu.Unlock()
-	if known != 0 && time.Since(at) < time.Minute {
-		if known < 0 {
-			return errViewer
-		}
+	switch {
+	case known < 0 && time.Since(at) < time.Minute:
+		return errViewer
+	case known > 0 && time.Since(at) < time.Minute:
+		return nil
+	case known == 0 && time.Since(at) < 30*time.Second, f.opt.Health.Down():
+		// The last probe could not tell, or the service is away: the
+		// upload will tell. An open does not wait on the service.
 		return nil
 	}
-	err := f.files.DeleteFile(ctx, "00000000-0000-0000-0000-000000000000")
+	// The probe is an open's: it gets a few seconds, not the retries.
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := f.files.DeleteFile(pctx, "00000000-0000-0000-0000-000000000000")
 	state := 1
 	if errors.Is(err, remote.ErrForbidden) {
 		state = -1
 	} else if err != nil && !errors.Is(err, remote.ErrNotFound) && !errors.Is(err, remote.ErrGone) {
-		return nil // unknown: let the upload tell
+		state = 0 // unknown: let the upload tell
 	}
 	f.wmu.Lock()
 	f.canWrite, f.canWriteAt = state, time.Now()
@@ -275,12 +282,26 @@ func (f *FS) Flush(ctx context.Context, l *Local) error {
 		return nil
 	}
 	// The upload runs for the content, not for this one caller: an
-	// interrupted close must not leave half a version behind it.
-	err := f.commit(context.WithoutCancel(ctx), l)
-	if err != nil {
-		f.up.retryLater(l, err)
+	// interrupted close must not leave half a version behind it. The
+	// caller waits for it while the service answers; once the service is
+	// away (or the caller is interrupted) close fails and the upload goes
+	// on, retried from the journal until it is committed.
+	done := make(chan error, 1)
+	go func() {
+		err := f.commit(context.WithoutCancel(ctx), l)
+		if err != nil {
+			f.up.retryLater(l, err)
+		}
+		done <- err
+	}()
+	actx, stop := f.away(ctx)
+	defer stop()
+	select {
+	case err := <-done:
+		return err
+	case <-actx.Done():
+		return f.awayErr(actx, fmt.Errorf("upload of %s goes on in the background: %w", l.path, actx.Err()))
 	}
-	return err
 }
 
 // commit uploads the content as a new version unless it is unchanged.

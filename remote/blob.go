@@ -60,6 +60,9 @@ type BlobConfig struct {
 	Concurrency   int          // parallel blocks/ranges per transfer; default 4
 	MaxRetries    int          // per request, for 408/429/5xx/connection errors; default 6, negative: none
 	Observer      Observer     // told of the bytes each request moves; nil: none
+	// Health, if not nil, is told of every exchange and of bytes moving
+	// (share it with the File API client of the same service).
+	Health *Health
 }
 
 func (c BlobConfig) withDefaults() BlobConfig {
@@ -130,7 +133,7 @@ func NewBlobs(cfg BlobConfig) *Blobs {
 		},
 		Telemetry:        policy.TelemetryOptions{ApplicationID: "evofs"},
 		PerCallPolicies:  []policy.Policy{countTries{}},
-		PerRetryPolicies: []policy.Policy{reportRetries{cfg.Observer}},
+		PerRetryPolicies: []policy.Policy{reportRetries{cfg.Observer}, reportHealth{cfg.Health}},
 	}}
 	writeOpts := opts
 	writeOpts.Retry.MaxRetries = -1
@@ -312,6 +315,7 @@ func (b *Blobs) getRange(ctx context.Context, l *Link, p []byte, off int64, prog
 		rctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		wd := newWatchdog(b.stallTimeout, cancel)
+		wd.h = b.cfg.Health
 		defer wd.stop()
 		start := time.Now()
 		resp, err := c.DownloadStream(rctx, &blob.DownloadStreamOptions{
@@ -369,6 +373,7 @@ func readFull(r io.Reader, p []byte, progress func(int)) (int, error) {
 // watchdog cancels a request that stalls: no byte of its response for
 // a while. A stalled response is resumed like one that broke off.
 type watchdog struct {
+	h       *Health // told of bytes arriving
 	d       time.Duration
 	t       *time.Timer
 	tripped atomic.Bool
@@ -406,6 +411,7 @@ func (p progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
 		p.w.t.Reset(p.w.d)
+		p.w.h.progress()
 	}
 	return n, err
 }
@@ -486,7 +492,7 @@ func (b *Blobs) Upload(ctx context.Context, l *Link, src io.ReaderAt, size int64
 	if size <= b.cfg.SingleShotMax {
 		return b.write(ctx, l, "put_blob", "put blob "+l.String(), func(c *blockblob.Client) error {
 			start := time.Now()
-			_, err := c.Upload(ctx, section(src, 0, size), nil)
+			_, err := c.Upload(ctx, b.section(src, 0, size), nil)
 			if err == nil {
 				b.cfg.Observer.BlobTransfer("put_blob", true, size, time.Since(start))
 			}
@@ -525,8 +531,22 @@ func (b *Blobs) Upload(ctx context.Context, l *Link, src io.ReaderAt, size int64
 
 // section is the body of a request: n bytes of src at off, seekable so
 // that a retry rewinds it.
-func section(src io.ReaderAt, off, n int64) io.ReadSeekCloser {
-	return streaming.NopCloser(io.NewSectionReader(src, off, n))
+// The transport reading it is the store taking bytes: Health hears of it.
+func (b *Blobs) section(src io.ReaderAt, off, n int64) io.ReadSeekCloser {
+	return streaming.NopCloser(&sentReader{io.NewSectionReader(src, off, n), b.cfg.Health})
+}
+
+type sentReader struct {
+	*io.SectionReader
+	h *Health
+}
+
+func (r *sentReader) Read(p []byte) (int, error) {
+	n, err := r.SectionReader.Read(p)
+	if n > 0 {
+		r.h.progress()
+	}
+	return n, err
 }
 
 // upload is one multi-block upload in progress.
@@ -572,7 +592,7 @@ func (b *Blobs) StageBlock(ctx context.Context, l *Link, off int64, src io.Reade
 	op := fmt.Sprintf("put block %s at %d", l.String(), off)
 	return b.write(ctx, l, "put_block", op, func(c *blockblob.Client) error {
 		start := time.Now()
-		_, err := c.StageBlock(ctx, BlockID(off), section(src, 0, n), nil)
+		_, err := c.StageBlock(ctx, BlockID(off), b.section(src, 0, n), nil)
 		if err == nil {
 			b.cfg.Observer.BlobTransfer("put_block", true, n, time.Since(start))
 		}
@@ -595,7 +615,7 @@ func (u *upload) stageBlock(ctx context.Context, off int64) error {
 	op := fmt.Sprintf("put block %s at %d", u.l.String(), off)
 	err := u.b.write(ctx, u.l, "put_block", op, func(c *blockblob.Client) error {
 		start := time.Now()
-		_, err := c.StageBlock(ctx, BlockID(off), section(u.src, off, n), nil)
+		_, err := c.StageBlock(ctx, BlockID(off), u.b.section(u.src, off, n), nil)
 		if err == nil {
 			u.b.cfg.Observer.BlobTransfer("put_block", true, n, time.Since(start))
 		}

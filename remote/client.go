@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,16 @@ type Config struct {
 	ListConcurrency int
 	Logger          *slog.Logger // nil: discard
 	Observer        Observer     // nil: none
+	// AttemptTimeout bounds one exchange (an attempt, retried after it
+	// within Retry like a dropped connection); default 30 s.
+	AttemptTimeout time.Duration
+	// Health, if not nil, is told of every exchange (share it with the
+	// Blobs of the same service).
+	Health *Health
 }
+
+// DefaultAttemptTimeout is Config.AttemptTimeout's default.
+const DefaultAttemptTimeout = 30 * time.Second
 
 // Client calls the File API v2 of one workspace. It is safe for concurrent
 // use. Every call retries transient failures (429, 500, 502, 503, 504,
@@ -44,6 +54,8 @@ type Client struct {
 	listN  int
 	log    *slog.Logger
 	obs    Observer
+	health *Health
+	tryFor time.Duration // one exchange's bound
 }
 
 // New checks cfg and returns a Client. It makes no call.
@@ -82,8 +94,13 @@ func New(cfg Config) (*Client, error) {
 		listN:  listN,
 		log:    log,
 		obs:    observerOrNop(cfg.Observer),
+		health: cfg.Health,
+		tryFor: cmp.Or(cfg.AttemptTimeout, DefaultAttemptTimeout),
 	}, nil
 }
+
+// Health is the Health the client reports to (nil if none).
+func (c *Client) Health() *Health { return c.health }
 
 // GetOptions are the query parameters of the get calls.
 type GetOptions struct {
@@ -270,21 +287,45 @@ func (c *Client) send(ctx context.Context, r request, u string) (int, *http.Resp
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s: %w", r.op, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, u, nil)
+	tctx, cancel := context.WithTimeout(ctx, c.tryFor)
+	defer cancel()
+	req, err := http.NewRequestWithContext(tctx, r.method, u, nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s: build request: %w", r.op, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/json")
 	start := time.Now()
+	hid := c.health.begin()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.obs.APICall(r.name, 0, time.Since(start))
-		return 0, nil, fmt.Errorf("%s: %w", r.op, redactErr(err))
+		if ctx.Err() != nil {
+			c.health.end(hid, false, "") // the caller gave up, not the service
+			return 0, nil, fmt.Errorf("%s: %w", r.op, redactErr(err))
+		}
+		if tctx.Err() != nil {
+			// Not context.DeadlineExceeded: the caller still waits, and
+			// another try may be answered.
+			err = fmt.Errorf("no answer within %s", c.tryFor)
+		}
+		err = redactErr(err)
+		c.health.end(hid, false, err.Error())
+		return 0, nil, fmt.Errorf("%s: %w", r.op, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	c.obs.APICall(r.name, resp.StatusCode, time.Since(start))
+	switch {
+	case err != nil && ctx.Err() != nil:
+		c.health.end(hid, false, "")
+	case err != nil:
+		c.health.end(hid, false, "response broke off: "+redactErr(err).Error())
+	case resp.StatusCode >= 500:
+		c.health.end(hid, false, "HTTP "+strconv.Itoa(resp.StatusCode))
+	default:
+		c.health.end(hid, true, "")
+	}
 	if err != nil {
 		return resp.StatusCode, resp, fmt.Errorf("%s: read response: %w", r.op, redactErr(err))
 	}

@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -67,6 +68,26 @@ func (p reportRetries) Do(req *policy.Request) (*http.Response, error) {
 		}
 	}
 	return req.Next()
+}
+
+// reportHealth tells a Health of every blob exchange: answered (but with a 5xx,
+// which is the service failing) or not.
+type reportHealth struct{ h *Health }
+
+func (p reportHealth) Do(req *policy.Request) (*http.Response, error) {
+	id := p.h.begin()
+	resp, err := req.Next()
+	switch {
+	case err != nil && req.Raw().Context().Err() != nil:
+		p.h.end(id, false, "")
+	case err != nil:
+		p.h.end(id, false, "blob store: "+redactErr(err).Error())
+	case resp.StatusCode >= 500:
+		p.h.end(id, false, "blob store: HTTP "+strconv.Itoa(resp.StatusCode))
+	default:
+		p.h.end(id, true, "")
+	}
+	return resp, err
 }
 
 // blobCall names a blob request for the Observer.

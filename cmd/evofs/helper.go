@@ -29,7 +29,7 @@ var helperOptions = map[string]bool{
 	"hub": true, "org": true, "token-file": true, "cache-dir": true, "cache-size": true, "listing-ttl": true,
 	"uid": true, "gid": true, "umask": true, "log-level": true, "log-format": true, "log-file": true,
 	"metrics-addr": true, "config": true, "client-id": true, "auth-url": true, "token-url": true,
-	"discovery-url": true, "scopes": true,
+	"discovery-url": true, "scopes": true, "stall-timeout": true,
 }
 
 // helperBoolOptions are flags an fstab option without a value turns on.

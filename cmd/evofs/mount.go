@@ -37,6 +37,7 @@ type mountFlags struct {
 	writeBack            string
 	localOnly            []string
 	unmountWait          time.Duration
+	stallTimeout         time.Duration
 	stageAhead           bool
 	auth                 authFlags
 	metricsAddr          string
@@ -85,6 +86,7 @@ with neither, discovery must know exactly one. Tokens come from --token-file, or
 	fl.StringVar(&f.writeBack, "write-back", "sync", "sync: close returns once the new version is committed (an upload failure is an error from close); async: close returns once the data is durably in the cache's journal and uploads run in the background (and resume at the next mount after a crash)")
 	fl.StringSliceVar(&f.localOnly, "local-only", evofs.DefaultLocalOnly, "name patterns (shell globs on the base name) of transient files kept in the cache and never uploaded; repeat or comma-separate, --local-only= for none")
 	fl.DurationVar(&f.unmountWait, "unmount-wait", 10*time.Minute, "in sync mode, how long unmounting waits for pending uploads before leaving them in the journal for the next mount")
+	fl.DurationVar(&f.stallTimeout, "stall-timeout", remote.DefaultStallAfter, "how long the service may stay silent (no answer, no bytes moving) before what waits on it fails with EIO; its uploads go on in the background")
 	fl.BoolVar(&f.stageAhead, "stage-ahead", true, "send the full blocks of a file written front to back while it is written, so close only sends the rest")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9567; port 0 picks one and logs it)")
 	fl.StringVar(&f.logFile, "log-file", "", "append logs to this file instead of stderr")
@@ -219,8 +221,11 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 		return err
 	}
 	f.hub, f.org, f.workspace = t.hub, t.org, t.workspace
+	// The API client and the blob transfers tell one Health whether the
+	// service answers: kernel requests stop waiting once it does not.
+	health := remote.NewHealth(f.stallTimeout, log)
 	client, err := remote.New(remote.Config{HubURL: t.hub, OrgID: t.org, WorkspaceID: t.workspace,
-		Tokens: tokens, Logger: log, Observer: metrics})
+		Tokens: tokens, Logger: log, Observer: metrics, Health: health})
 	if err != nil {
 		return err
 	}
@@ -265,9 +270,10 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 		}
 		defer stop()
 	}
-	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{Observer: metrics}), blocks, evofs.Options{
+	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{Observer: metrics, Health: health}), blocks, evofs.Options{
 		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log,
-		WriteBack: wb, LocalOnly: localOnly, NoEager: !f.stageAhead, KernelReadahead: int64(readahead)})
+		WriteBack: wb, LocalOnly: localOnly, NoEager: !f.stageAhead, KernelReadahead: int64(readahead),
+		Health: health})
 	metrics.PendingUploads = func() int { return len(fsys.Pending()) }
 	defer fsys.Close()
 	srv, err := evofs.Mount(mountpoint, fsys, f.allowOther)

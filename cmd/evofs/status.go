@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -32,8 +33,10 @@ finished at unmount (sync) or at the next mount with the same cache dir (async).
 }
 
 type mountStatus struct {
-	WriteBack string                `json:"write_back"`
-	Pending   []evofs.PendingUpload `json:"pending"`
+	WriteBack        string                `json:"write_back"`
+	UnreachableSince string                `json:"unreachable_since"` // RFC 3339; "" while the service answers
+	Pending          []evofs.PendingUpload `json:"pending"`
+	Conflicts        []evofs.Conflict      `json:"conflicts"`
 }
 
 func runStatus(w io.Writer, mountpoint string, asJSON bool) error {
@@ -59,6 +62,16 @@ func runStatus(w io.Writer, mountpoint string, asJSON bool) error {
 		return fmt.Errorf("status of %s: %w", mountpoint, err)
 	}
 	fmt.Fprintf(w, "write-back: %s\n", st.WriteBack)
+	if st.UnreachableSince != "" {
+		since := st.UnreachableSince
+		if t, err := time.Parse(time.RFC3339, since); err == nil {
+			since = fmt.Sprintf("%s (%s)", t.Local().Format(time.DateTime), humanize.Time(t))
+		}
+		fmt.Fprintf(w, "service: not answering since %s; cached files stay readable, saves wait here\n", since)
+	}
+	for _, c := range st.Conflicts {
+		fmt.Fprintf(w, "conflict: %s changed elsewhere; this mount's save is %s\n", c.Path, c.Copy)
+	}
 	if len(st.Pending) == 0 {
 		fmt.Fprintln(w, "no pending uploads")
 		return nil

@@ -62,7 +62,7 @@ const (
 	BlobOpOther          = "other"
 	RoleEditor           = "editor"
 	RoleViewer           = "viewer"
-	StatusDroppedByFault = 0 // the status recorded for a connection dropped by a fault
+	StatusDroppedByFault = 0 // the status recorded for a connection dropped by a fault, or given up by its client while the service stalled
 )
 
 // Config says how to run the emulator. Zero values take the defaults noted.

@@ -27,6 +27,7 @@ type configRequest struct {
 	BlobLatency   *string  `json:"blob_latency"`
 	LinkTTL       *string  `json:"link_ttl"`
 	TokenTTL      *string  `json:"token_ttl"`
+	Stalled       *bool    `json:"stalled"` // stop answering (true) or answer again
 }
 
 type configResponse struct {
@@ -36,6 +37,7 @@ type configResponse struct {
 	BlobLatency   string  `json:"blob_latency"`
 	LinkTTL       string  `json:"link_ttl"`
 	TokenTTL      string  `json:"token_ttl"`
+	Stalled       bool    `json:"stalled"`
 }
 
 func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
@@ -79,8 +81,12 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 			k.tokenTTL = d
 		}
 	})
+	if req.Stalled != nil {
+		s.SetStalled(*req.Stalled)
+	}
 	k := s.knobs()
 	writeJSON(w, http.StatusOK, configResponse{
+		Stalled:      k.stall != nil,
 		APIFaultRate: k.apiFault, BlobFaultRate: k.blobFault,
 		APILatency: k.apiLatency.String(), BlobLatency: k.blobLatency.String(),
 		LinkTTL: k.linkTTL.String(), TokenTTL: k.tokenTTL.String(),

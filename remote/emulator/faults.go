@@ -14,6 +14,10 @@ type knobSet struct {
 	apiFault, blobFault     float64
 	apiLatency, blobLatency time.Duration
 	linkTTL, tokenTTL       time.Duration
+	// stall, while not nil, holds every API and blob request unanswered
+	// (the connection stays open) until it is closed: a service that
+	// stops answering. A request whose client goes away ends then.
+	stall chan struct{}
 }
 
 func (s *Server) knobs() knobSet {
@@ -49,6 +53,34 @@ func (s *Server) SetLinkTTL(d time.Duration) {
 func (s *Server) SetTokenTTL(d time.Duration) {
 	if d > 0 {
 		s.setKnobs(func(k *knobSet) { k.tokenTTL = d })
+	}
+}
+
+// SetStalled makes the service stop answering API and blob requests
+// (true) or answer again (false); held requests then go on.
+func (s *Server) SetStalled(on bool) {
+	s.setKnobs(func(k *knobSet) {
+		switch {
+		case on && k.stall == nil:
+			k.stall = make(chan struct{})
+		case !on && k.stall != nil:
+			close(k.stall)
+			k.stall = nil
+		}
+	})
+}
+
+// waitStall holds a request while the service is stalled; it reports
+// false if the client went away meanwhile.
+func waitStall(r *http.Request, k knobSet) bool {
+	if k.stall == nil {
+		return true
+	}
+	select {
+	case <-k.stall:
+		return true
+	case <-r.Context().Done():
+		return false
 	}
 }
 

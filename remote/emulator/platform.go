@@ -18,8 +18,13 @@ import (
 func (s *Server) platform(op string, h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
+		k := s.knobs()
+		if !waitStall(r, k) {
+			s.stats.api(op, StatusDroppedByFault)
+			return
+		}
 		defer func() { s.stats.api(op, sw.code()) }()
-		sleepCtx(r.Context(), s.knobs().apiLatency)
+		sleepCtx(r.Context(), k.apiLatency)
 		c, e := s.authenticate(r)
 		if e == nil {
 			e = h(sw, r, c)

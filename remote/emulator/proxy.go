@@ -104,6 +104,11 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 		s.stats.blob(op, sw.code(), n)
 	}()
 	k := s.knobs()
+	if !waitStall(r, k) {
+		s.stats.blob(op, StatusDroppedByFault, 0)
+		counted = true
+		return
+	}
 	sleepCtx(r.Context(), k.blobLatency)
 	if roll(k.blobFault) {
 		s.stats.update(func(st *Stats) { st.Faults.Blob++ })

@@ -302,6 +302,11 @@ func (s *Server) api(op string, h apiHandler) http.Handler {
 			}
 		}()
 		k := s.knobs()
+		if !waitStall(r, k) {
+			s.stats.api(op, StatusDroppedByFault)
+			counted = true
+			return
+		}
 		sleepCtx(r.Context(), k.apiLatency)
 		if roll(k.apiFault) {
 			s.stats.update(func(st *Stats) { st.Faults.API++ })
