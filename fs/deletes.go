@@ -10,9 +10,12 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/evofs/evofs/cache"
+	"github.com/evofs/evofs/remote"
 )
 
 // DefaultDeleteGrace is how long a removed remote file waits before its
@@ -87,17 +90,35 @@ func (f *FS) claimDelete(p string) *cache.Delete {
 
 // carryOut deletes a file whose grace ended (unless claimed meanwhile);
 // a failure is retried with backoff, and the journal keeps it.
+//
+// A file that got a version elsewhere since it was removed here is not
+// deleted: the other save wins, as a conflict copy does for content (one
+// GET before the DELETE; the API has no conditional delete, so the window
+// left is that round trip).
 func (f *FS) carryOut(ctx context.Context, id string) {
-	f.claimMu.Lock() // an upsert at the path names this file, or not, as one step
 	f.mu.Lock()
 	w := f.waiting[id]
 	f.mu.Unlock()
 	if w == nil {
-		f.claimMu.Unlock()
 		return // claimed
 	}
-	err := f.deleteFile(ctx, id)
-	f.claimMu.Unlock()
+	err := f.checkDelete(ctx, w)
+	if err == nil {
+		f.claimMu.Lock() // an upsert at the path names this file, or not, as one step
+		f.mu.Lock()
+		w = f.waiting[id]
+		f.mu.Unlock()
+		if w == nil {
+			f.claimMu.Unlock()
+			return // claimed
+		}
+		err = f.deleteFile(ctx, id)
+		f.claimMu.Unlock()
+	}
+	if errors.Is(err, errSavedElsewhere) {
+		f.keepRemoved(w, err)
+		return
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return // stopping: the journal keeps it
@@ -122,6 +143,44 @@ func (f *FS) carryOut(ctx context.Context, id string) {
 	}
 	f.ws.hideID(id, -1)
 	f.log.Info("deleted", "path", "/"+w.d.Path, "file_id", id, "waited", time.Since(w.d.At).Round(time.Millisecond))
+}
+
+// errSavedElsewhere: a removed file got a version elsewhere meanwhile.
+var errSavedElsewhere = errors.New("saved elsewhere since it was removed here")
+
+// checkDelete asks the service whether the file is still at the version it
+// had when it was removed here.
+func (f *FS) checkDelete(ctx context.Context, w *waitingDelete) error {
+	if w.d.Version == "" {
+		return nil
+	}
+	d, err := f.files.GetFile(ctx, w.d.FileID, remote.GetOptions{})
+	switch {
+	case errors.Is(err, remote.ErrNotFound), errors.Is(err, remote.ErrGone):
+		return nil // deleted already: the DELETE says so too
+	case err != nil:
+		return fmt.Errorf("check %s before deleting it: %w", w.d.Path, err)
+	case d.VersionID != w.d.Version:
+		return fmt.Errorf("%w (version %s, removed at %s)", errSavedElsewhere, d.VersionID, w.d.Version)
+	}
+	return nil
+}
+
+// keepRemoved gives up a delete because another save came first: the file
+// shows again (at its path as the service lists it) from the next sweep.
+func (f *FS) keepRemoved(w *waitingDelete, why error) {
+	f.mu.Lock()
+	if f.waiting[w.d.FileID] == w {
+		delete(f.waiting, w.d.FileID)
+	}
+	f.mu.Unlock()
+	if err := f.cache.DropDelete(w.d.FileID); err != nil {
+		f.log.Warn("journal a given-up delete failed", "path", "/"+w.d.Path, "file_id", w.d.FileID, "err", err)
+	}
+	f.ws.hideID(w.d.FileID, -1)
+	f.ws.Invalidate()
+	f.log.Warn("not deleted: the file was saved elsewhere after it was removed here; it shows again",
+		"path", "/"+w.d.Path, "file_id", w.d.FileID, "why", why)
 }
 
 // flushDeletes carries out every waiting delete now (unmount), for at most

@@ -99,25 +99,28 @@ func TestFsx(t *testing.T) {
 	}
 	t.Logf("seed %d (replay: EVOFS_FSX_SEED=%d), %d operations", seed, seed, ops)
 	total := ops
-	runModes := func(t *testing.T, prefix string, ops int, unlinkOpen bool) {
+	runModes := func(t *testing.T, prefix string, ops int, unlinkOpen, second bool) {
 		for i, mode := range []string{"sync", "async"} {
 			t.Run(mode, func(t *testing.T) {
 				// The same stream for a mode whether or not open files
 				// may be unlinked: an unlink-open failure replays in the
 				// main subtest with EVOFS_FSX_UNLINK_OPEN=1.
 				x := &fsx{t: t, seed: seed, mode: mode, async: mode == "async", unlinkOpen: unlinkOpen,
-					pattern: prefix + "^" + mode + "$", totalOps: total,
+					secondWriter: second, pattern: prefix + "^" + mode + "$", totalOps: total,
 					r: rand.New(rand.NewPCG(seed, uint64(i+1))), names: map[string]*fsxFile{}, ever: map[string]bool{}}
 				x.run(ops / 2)
 			})
 		}
 	}
-	runModes(t, "", ops, fsxOpenUnlink)
+	runModes(t, "", ops, fsxOpenUnlink, false)
 	if !fsxOpenUnlink {
 		t.Run("unlink-open", func(t *testing.T) {
-			runModes(t, "^unlink-open$/", ops/fsxUnlinkOpenPart, true)
+			runModes(t, "^unlink-open$/", ops/fsxUnlinkOpenPart, true, false)
 		})
 	}
+	t.Run("second-writer", func(t *testing.T) {
+		runModes(t, "^second-writer$/", ops/fsxUnlinkOpenPart, fsxOpenUnlink, true)
+	})
 }
 
 // fsxFile is the model of one file (an inode): its bytes.
@@ -146,6 +149,10 @@ type fsx struct {
 	async bool
 	// unlinkOpen lets unlink and rename take files with open handles.
 	unlinkOpen bool
+	// secondWriter adds another client saving and deleting the same
+	// files through the API (opRemote), with a 1 s listing TTL.
+	secondWriter bool
+	other        *remote.Client
 	pattern    string // the -run pattern of the subtest below TestFsx
 	totalOps   int    // the operations of all TestFsx, for the replay
 	r          *rand.Rand
@@ -246,7 +253,12 @@ func (x *fsx) existing() []string {
 func (x *fsx) run(ops int) {
 	t := x.t
 	cacheDir := t.TempDir()
-	x.m = mountEmu(t, startEmu(t), mountConfig{cacheDir: cacheDir, async: x.async, hangAfter: fsxHangAfter})
+	cfg := mountConfig{cacheDir: cacheDir, async: x.async, hangAfter: fsxHangAfter}
+	if x.secondWriter {
+		cfg.ttl, cfg.debounce = time.Second, -1
+	}
+	x.m = mountEmu(t, startEmu(t), cfg)
+	x.other = newClient(t, x.m.Emu)
 	x.counts = map[string]int{}
 	t.Cleanup(func() { // before the unmount (cleanups run last first)
 		for _, h := range x.handles {
@@ -278,7 +290,7 @@ func (x *fsx) run(ops int) {
 	x.checkRemote()
 	x.checkMount("the mount")
 	x.m.unmount()
-	x.m = mountEmu(t, x.m.Emu, mountConfig{cacheDir: cacheDir, async: x.async, hangAfter: fsxHangAfter})
+	x.m = mountEmu(t, x.m.Emu, cfg)
 	x.checkMount("a remount over the same cache")
 	x.checkRemote()
 }
@@ -308,6 +320,7 @@ func (x *fsx) op() {
 		{"stat", 4, true, x.opStat},
 		{"fstat", 3, nh > 0, x.opFstat},
 		{"readfile", 1, ne > 0, x.opReadFile},
+		{"remote", 1, x.secondWriter, x.opRemote},
 	}
 	total := 0
 	for _, c := range choices {
@@ -674,6 +687,112 @@ func (x *fsx) opReadFile() {
 	if !bytes.Equal(b, f.data) {
 		x.checkRead("read all of "+p, f, 0, append(b, 0), len(b), io.EOF)
 		x.fail("read all of %s (file #%d): %d bytes, want %d", p, f.id, len(b), len(f.data))
+	}
+}
+
+// opRemote is another client at work through the API on one of the names:
+// it saves a version of a file no handle holds (or creates it), deletes
+// one, or (sync mode) saves a version of a file one handle is editing,
+// which then closes: its content goes to a conflict copy if it differs
+// from what the service had, and the path shows the other save. Each ends
+// by waiting until the mount shows the other client's work.
+func (x *fsx) opRemote() {
+	p := fsxNames[x.r.IntN(len(fsxNames))]
+	f := x.names[p]
+	var open []int
+	for i, h := range x.handles {
+		if f != nil && h.file == f {
+			open = append(open, i)
+		}
+	}
+	ctx := context.Background()
+	theirs := x.randBytes(x.length())
+	switch {
+	case f != nil && len(open) == 1 && x.handles[open[0]].write && !x.async:
+		h := x.handles[open[0]]
+		d, err := x.other.GetFileByPath(ctx, p, remote.GetOptions{})
+		if err != nil {
+			return // never committed: nothing of theirs to race with
+		}
+		_, before := remoteFile(x.t, x.m, p)
+		_ = d
+		x.logOp("remote save of %s(#%d) while a handle edits it (%d bytes; ours %d, the service had %d)", p, f.id, len(theirs), len(f.data), len(before))
+		x.upload(p, theirs)
+		conflicts := len(x.m.FS.Conflicts())
+		if err := h.f.Close(); err != nil {
+			x.fail("close %s (file #%d) after a remote save: %v", p, f.id, err)
+		}
+		x.handles = append(x.handles[:open[0]], x.handles[open[0]+1:]...)
+		cs := x.m.FS.Conflicts()
+		switch {
+		case !bytes.Equal(f.data, before) && len(cs) != conflicts+1:
+			x.fail("close of %s (file #%d), changed here and saved elsewhere: %d conflict copies made, want 1", p, f.id, len(cs)-conflicts)
+		case !bytes.Equal(f.data, before):
+			c := cs[len(cs)-1]
+			cp := strings.TrimPrefix(c.Copy, "/")
+			if c.Path != "/"+p || filepath.Dir(cp) != filepath.Dir(p) {
+				x.fail("conflict copy %+v, want one of %s beside it", c, p)
+			}
+			x.logOp("  -> conflict copy %s(#%d)", cp, f.id)
+			x.names[cp], x.ever[cp] = f, true
+		case len(cs) != conflicts:
+			x.fail("close of %s (file #%d), unchanged here: a conflict copy %+v", p, f.id, cs[len(cs)-1])
+		}
+		x.nextID++
+		x.names[p] = &fsxFile{id: x.nextID, data: theirs}
+	case len(open) > 0:
+		return
+	case f == nil:
+		x.nextID++
+		x.logOp("remote create %s(#%d) (%d bytes)", p, x.nextID, len(theirs))
+		x.upload(p, theirs)
+		x.names[p], x.ever[p] = &fsxFile{id: x.nextID, data: theirs}, true
+	case x.r.IntN(3) == 0:
+		x.settled(p)
+		x.logOp("remote delete %s(#%d)", p, f.id)
+		if err := x.other.DeleteFileByPath(ctx, p); err != nil {
+			x.fail("remote delete of %s: %v", p, err)
+		}
+		delete(x.names, p)
+	default:
+		x.settled(p)
+		x.nextID++
+		x.logOp("remote save of %s(#%d) over #%d (%d bytes)", p, x.nextID, f.id, len(theirs))
+		x.upload(p, theirs)
+		x.names[p] = &fsxFile{id: x.nextID, data: theirs}
+	}
+	// The mount shows it within a TTL or two.
+	want := x.names[p]
+	var got []byte
+	var err error
+	if !waitUntil(20*time.Second, func() bool {
+		if want == nil {
+			_, err = os.Stat(x.path(p)) // gone from the listing, not only unreadable
+			return errors.Is(err, os.ErrNotExist)
+		}
+		got, err = os.ReadFile(x.path(p))
+		return err == nil && bytes.Equal(got, want.data)
+	}) {
+		x.fail("after the other client's work on %s (file #%d), the mount shows %d bytes (sha %.12s), err %v", p, fileID(want), len(got), sum(got), err)
+	}
+}
+
+// upload saves b at p as the other client.
+func (x *fsx) upload(p string, b []byte) {
+	upload(x.t, x.other, x.m.Blobs, p, bytes.NewReader(b), int64(len(b)))
+}
+
+// settled waits until nothing of p is left to upload here.
+func (x *fsx) settled(p string) {
+	if !waitUntil(time.Minute, func() bool {
+		for _, u := range x.m.FS.Pending() {
+			if u.Path == "/"+p {
+				return false
+			}
+		}
+		return true
+	}) {
+		x.fail("%s still pending after a minute: %+v", p, x.m.FS.Pending())
 	}
 }
 

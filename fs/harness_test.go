@@ -65,6 +65,8 @@ type mountConfig struct {
 	// allowOther mounts with allow_other (and so default_permissions).
 	allowOther bool
 	umask      uint32
+	// debounce is Options.Debounce (0: the default; negative: none).
+	debounce time.Duration
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -121,7 +123,7 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 		wb = evofs.WriteBackAsync
 	}
 	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log, WriteBack: wb,
-		KernelReadahead: cfg.kernelReadahead, Health: health, Umask: cfg.umask})
+		KernelReadahead: cfg.kernelReadahead, Health: health, Umask: cfg.umask, Debounce: cfg.debounce})
 	srv, err := evofs.Mount(m.Dir, m.FS, cfg.allowOther)
 	if err != nil {
 		c.Close()

@@ -338,6 +338,46 @@ func TestSaveConflictCopyDeletedElsewhere(t *testing.T) {
 	}
 }
 
+// TestSaveRemovedHereSavedElsewhereKeepsTheirs: a file removed here waits
+// out its delete grace; another client saves a version of it meanwhile.
+// Their save wins, as it would over content: the file is not deleted,
+// shows again through the mount with their bytes, and one WARN line says
+// so. A removed file nobody touched is deleted as before.
+func TestSaveRemovedHereSavedElsewhereKeepsTheirs(t *testing.T) {
+	emu := startEmu(t)
+	m := mountEmu(t, emu, mountConfig{ttl: 300 * time.Millisecond})
+	other := newClient(t, emu)
+	for _, p := range []string{"shared/plan.txt", "shared/old.txt"} {
+		upload(t, other, m.Blobs, p, strings.NewReader("base of "+p), int64(len("base of "+p)))
+		seeRemote(t, m, other, p)
+	}
+	v0, _ := remoteFile(t, m, "shared/plan.txt")
+	for _, p := range []string{"shared/plan.txt", "shared/old.txt"} {
+		if err := os.Remove(filepath.Join(m.Dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const theirs = "their save, made after our rm"
+	upload(t, other, m.Blobs, "shared/plan.txt", strings.NewReader(theirs), int64(len(theirs)))
+	remoteDeleted(t, m, "shared/old.txt")
+	waitSettled(t, m)
+	d, b := remoteFile(t, m, "shared/plan.txt")
+	if string(b) != theirs || d.FileID != v0.FileID {
+		t.Fatalf("shared/plan.txt remotely: %q in file %s, want their save in file %s", b, d.FileID, v0.FileID)
+	}
+	var got []byte
+	poll(t, 10*time.Second, func() string { return fmt.Sprintf("the mount shows %q", got) }, func() bool {
+		got, _ = os.ReadFile(filepath.Join(m.Dir, "shared/plan.txt"))
+		return string(got) == theirs
+	})
+	if n := strings.Count(m.Logs.String(), "not deleted: the file was saved elsewhere"); n != 1 {
+		t.Errorf("%d warnings of the delete given up, want 1:\n%s", n, m.Logs.String())
+	}
+	if trash := trashPaths(t, m); len(trash) != 1 || trash[0] != "shared/old.txt" {
+		t.Errorf("in the trash: %v, want only shared/old.txt", trash)
+	}
+}
+
 // TestSaveAsyncTheirSaveWhileOursWaits: in async mode our content is
 // closed (acknowledged) and waits for its upload; another client saves a
 // version before it is committed: ours goes to a conflict copy.

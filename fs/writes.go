@@ -282,10 +282,12 @@ func (f *FS) Flush(ctx context.Context, l *Local) error {
 		return nil
 	}
 	// The upload runs for the content, not for this one caller: an
-	// interrupted close must not leave half a version behind it. The
-	// caller waits for it while the service answers; once the service is
-	// away (or the caller is interrupted) close fails and the upload goes
-	// on, retried from the journal until it is committed.
+	// interrupted close must not leave half a version behind it, nor
+	// return before it (the Go runtime's preemption signals interrupt
+	// FUSE requests all the time, and a close that returned early would
+	// race the program's next open of the file). The caller waits while
+	// the service answers; once the service is away close fails with EIO
+	// and the upload goes on, retried from the journal until committed.
 	done := make(chan error, 1)
 	go func() {
 		err := f.commit(context.WithoutCancel(ctx), l)
@@ -294,7 +296,7 @@ func (f *FS) Flush(ctx context.Context, l *Local) error {
 		}
 		done <- err
 	}()
-	actx, stop := f.away(ctx)
+	actx, stop := f.away(context.WithoutCancel(ctx))
 	defer stop()
 	select {
 	case err := <-done:
@@ -747,8 +749,11 @@ func (f *FS) Remove(ctx context.Context, p string, it Item) error {
 	var ids, left []string
 	var version string
 	if l := it.Local; l != nil {
-		version = f.localVersion(l)
+		// After discard: an upload in flight finishes first, and the
+		// version it commits is the one removed here (not one saved
+		// elsewhere, which would keep the file: deletes.go).
 		ids, left = f.discard(p, l)
+		version = f.localVersion(l)
 	} else if it.Entry != nil {
 		ids = append(ids, it.Entry.File.FileID)
 		version = it.Entry.File.VersionID
@@ -925,8 +930,8 @@ func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dst
 	if dstOK {
 		f.unpin(to)
 		if l := dst.Local; l != nil {
+			own, left := f.discard(to, l) // an upload in flight lands first
 			targetVersion = f.localVersion(l)
-			own, left := f.discard(to, l)
 			for i, id := range append(own, left...) {
 				if id != "" && targetID == "" {
 					targetID = id // the replaced content's file gets the new version
@@ -1100,7 +1105,12 @@ func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID, targetVersi
 		if err != nil {
 			return err
 		}
-		if conflict {
+		switch {
+		case conflict && theirs == nil:
+			// Deleted elsewhere: nothing there to bury; the renamed file
+			// lands at its name as a new file.
+			targetID = ""
+		case conflict:
 			from := p
 			p, targetID = f.conflictName(ctx, from), ""
 			f.conflicted("the file changed elsewhere since this mount listed it; the renamed file is the copy", from, p, targetVersion, theirEntry(from, theirs))
