@@ -153,9 +153,9 @@ type fsx struct {
 	// files through the API (opRemote), with a 1 s listing TTL.
 	secondWriter bool
 	other        *remote.Client
-	pattern    string // the -run pattern of the subtest below TestFsx
-	totalOps   int    // the operations of all TestFsx, for the replay
-	r          *rand.Rand
+	pattern      string // the -run pattern of the subtest below TestFsx
+	totalOps     int    // the operations of all TestFsx, for the replay
+	r            *rand.Rand
 
 	names   map[string]*fsxFile // the model: path -> file
 	ever    map[string]bool     // every path that ever held a file
