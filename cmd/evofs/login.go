@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/oauth2"
+	"golang.org/x/sys/unix"
 
 	"github.com/evofs/evofs/remote"
 )
@@ -119,9 +120,79 @@ func loadLogin(path string) (*storedLogin, error) {
 	return &l, nil
 }
 
+// lockLogin takes the lock every evofs process of the user holds while it
+// changes the stored login (a refresh, a login, a logout): an flock on
+// login.json.lock beside it. The login file itself cannot carry the lock,
+// as each save replaces it. The lock goes with the process if it dies.
+func lockLogin(ctx context.Context, path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("lock login: %w", err)
+	}
+	lockPath := path + ".lock"
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock login: %w", err)
+	}
+	// Poll rather than block, so that ctx bounds the wait.
+	wait := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing releases the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock login %s: %w", lockPath, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock login %s: another evofs holds it: %w", lockPath, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// loginStore is the stored login as a remote.TokenStore: every evofs
+// process of the user (mounts, `evofs workspaces`) shares it, renews only
+// under lockLogin, and saves each rotated refresh token before unlocking,
+// so none spends a refresh token another has spent. A new `evofs login`
+// reaches running mounts through it too.
+type loginStore struct {
+	path string
+	// The login this process started with: a login for another token
+	// endpoint or client is not one its refreshes can use.
+	tokenURL, clientID, scopes string
+	log                        *slog.Logger
+}
+
+var _ remote.TokenStore = (*loginStore)(nil)
+
+func (s *loginStore) Lock(ctx context.Context) (func(), error) { return lockLogin(ctx, s.path) }
+
+func (s *loginStore) Load() (*oauth2.Token, error) {
+	l, err := loadLogin(s.path)
+	if err != nil {
+		return nil, err
+	}
+	if l.TokenURL != s.tokenURL || l.ClientID != s.clientID {
+		return nil, fmt.Errorf("the login in %s is now for %s (client %s): restart evofs to use it",
+			s.path, remote.Redact(l.TokenURL), l.ClientID)
+	}
+	return l.Token, nil
+}
+
+func (s *loginStore) Save(tok *oauth2.Token) {
+	l := storedLogin{TokenURL: s.tokenURL, ClientID: s.clientID, Scopes: s.scopes, Token: tok}
+	if err := saveLogin(s.path, l); err != nil {
+		s.log.Error("cannot store the renewed refresh token; other evofs commands and the next start will need `evofs login`", "err", err)
+	}
+}
+
 // tokenSource picks where a command's tokens come from and describes it
 // for messages: --token-file, else client credentials, else the stored
-// login (whose rotated refresh tokens are saved back as they come).
+// login (shared with the user's other evofs processes: see loginStore).
 func (a *authFlags) tokenSource(ctx context.Context, log *slog.Logger) (oauth2.TokenSource, string, error) {
 	switch {
 	case a.tokenFile != "":
@@ -144,16 +215,8 @@ func (a *authFlags) tokenSource(ctx context.Context, log *slog.Logger) (oauth2.T
 	}
 	cfg := &oauth2.Config{ClientID: l.ClientID, Scopes: strings.Fields(l.Scopes),
 		Endpoint: oauth2.Endpoint{TokenURL: l.TokenURL, AuthStyle: oauth2.AuthStyleInParams}}
-	var mu sync.Mutex
-	save := func(t *oauth2.Token) {
-		mu.Lock()
-		defer mu.Unlock()
-		l.Token = t
-		if err := saveLogin(path, *l); err != nil {
-			log.Error("cannot store the renewed refresh token; the next start will need `evofs login`", "err", err)
-		}
-	}
-	return watchRenewals(remote.RefreshToken(ctx, cfg, l.Token, save), log), "the login in " + path, nil
+	store := &loginStore{path: path, tokenURL: l.TokenURL, clientID: l.ClientID, scopes: l.Scopes, log: log}
+	return watchRenewals(remote.RefreshToken(ctx, cfg, l.Token, store), log), "the login in " + path, nil
 }
 
 // watchRenewals logs the first failure to get a new access token, once
@@ -187,6 +250,12 @@ func (w *renewalWatch) Token() (*oauth2.Token, error) {
 		w.log.Info("access token renewed again")
 	}
 	return t, err
+}
+
+// Recovered passes the question on to the source (remote.Recoverable).
+func (w *renewalWatch) Recovered() bool {
+	r, ok := w.src.(remote.Recoverable)
+	return ok && r.Recovered()
 }
 
 func loginCommand(g *globalFlags) *cobra.Command {
@@ -309,6 +378,11 @@ func runLogin(ctx context.Context, out io.Writer, a authFlags, noBrowser bool, t
 	if tok.RefreshToken == "" {
 		fmt.Fprintln(out, "warning: no refresh token came back (is offline_access in --scopes?): mounts will stop working when the token expires")
 	}
+	unlock, err := lockLogin(xctx, path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := saveLogin(path, storedLogin{TokenURL: a.tokenURL, ClientID: a.clientID, Scopes: a.scopes, Token: tok}); err != nil {
 		return err
 	}
@@ -327,6 +401,13 @@ func logoutCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			unlock, err := lockLogin(ctx, path)
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			err = os.Remove(path)
 			switch {
 			case errors.Is(err, os.ErrNotExist):
