@@ -59,6 +59,8 @@ type mountConfig struct {
 	hangAfter time.Duration
 	// kernelReadahead is Options.KernelReadahead (0: the kernel's default).
 	kernelReadahead int64
+	// retry is the mount's API retry policy (zero: the client's default).
+	retry remote.RetryPolicy
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -97,6 +99,16 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 		Blobs: remote.NewBlobs(remote.BlobConfig{}), Logs: &lockedWriter{w: &bytes.Buffer{}}}
 	if cfg.hub != "" {
 		m.Client = newClientVia(t, emu, cfg.hub, cfg.token)
+	}
+	if cfg.retry != (remote.RetryPolicy{}) {
+		info := emu.Info()
+		hub, token := cmp.Or(cfg.hub, info.HubURL), cmp.Or(cfg.token, info.Token)
+		c, err := remote.New(remote.Config{HubURL: hub, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
+			Tokens: remote.StaticToken(token), Retry: cfg.retry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Client = c
 	}
 	logs := m.Logs
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
