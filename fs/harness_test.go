@@ -67,6 +67,8 @@ type mountConfig struct {
 	umask      uint32
 	// debounce is Options.Debounce (0: the default; negative: none).
 	debounce time.Duration
+	// retry is the mount's API retry policy (zero: the client's default).
+	retry remote.RetryPolicy
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -81,18 +83,19 @@ func newClientAs(t testing.TB, emu *emulator.Server, token string) *remote.Clien
 // hub.
 func newClientVia(t testing.TB, emu *emulator.Server, hub, token string) *remote.Client {
 	t.Helper()
-	return newClientWith(t, emu, hub, token, nil)
+	return newClientWith(t, emu, hub, token, nil, remote.RetryPolicy{})
 }
 
-// newClientWith is newClientVia that reports to health.
-func newClientWith(t testing.TB, emu *emulator.Server, hub, token string, health *remote.Health) *remote.Client {
+// newClientWith is newClientVia that reports to health and retries as
+// retry says (zero: the client's default).
+func newClientWith(t testing.TB, emu *emulator.Server, hub, token string, health *remote.Health, retry remote.RetryPolicy) *remote.Client {
 	t.Helper()
 	info := emu.Info()
 	if token == "" {
 		token = info.Token
 	}
 	c, err := remote.New(remote.Config{HubURL: hub, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
-		Tokens: remote.StaticToken(token), Health: health})
+		Tokens: remote.StaticToken(token), Health: health, Retry: retry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +114,7 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	health := remote.NewHealth(cfg.stallAfter, log)
 	hub := cmp.Or(cfg.hub, emu.Info().HubURL)
-	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClientWith(t, emu, hub, cfg.token, health),
+	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClientWith(t, emu, hub, cfg.token, health, cfg.retry),
 		Blobs: remote.NewBlobs(remote.BlobConfig{Health: health}), Logs: logs}
 	c, err := cache.Open(cache.Options{Dir: cfg.cacheDir, MaxBytes: 1 << 30, Logger: log})
 	if err != nil {

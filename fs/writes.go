@@ -49,6 +49,7 @@ type FileWriter interface {
 	UpsertFileByPath(ctx context.Context, path, versionID string) (*remote.UploadFileResponse, error)
 	UpdateFile(ctx context.Context, fileID, versionID string) (*remote.UploadFileResponse, error)
 	DeleteFile(ctx context.Context, fileID string) error
+	RestoreFile(ctx context.Context, fileID string) (*remote.Restored, error)
 }
 
 // BlobStore moves bytes through pre-signed links: remote.Blobs has it.
@@ -878,37 +879,103 @@ func (f *FS) Rename(ctx context.Context, from, to string, src, dst Item, dstOK b
 		}
 		return f.renameFile(ctx, from, to, src, dst, dstOK)
 	}
-	if err := f.writable(ctx); err != nil {
-		return err
-	}
-	return f.renameDir(ctx, from, to)
-}
-
-// renameDir moves every file under from (a copy and a delete each) and the
-// local folders under it.
-func (f *FS) renameDir(ctx context.Context, from, to string) error {
 	if to == from || strings.HasPrefix(to, from+"/") {
 		return syscall.EINVAL
 	}
-	items, _, err := f.ws.List(ctx, from)
+	files, dirs, err := f.planDirRename(ctx, from, to)
 	if err != nil {
 		return err
 	}
-	f.keepFolder(to)
+	if err := checkRenamed(from, to, files, dirs); err != nil {
+		return err
+	}
+	if err := f.writable(ctx); err != nil {
+		return err
+	}
+	return f.renameDir(ctx, from, to, files, dirs)
+}
+
+// dirMove is one file of a folder rename: its path before and after.
+type dirMove struct {
+	from, to string
+	it       Item
+}
+
+// planDirRename lists the files under folder from (at any depth) with
+// their paths under to, and the folders (to itself first).
+func (f *FS) planDirRename(ctx context.Context, from, to string) (files []dirMove, dirs []string, err error) {
+	dirs = append(dirs, to)
+	items, _, err := f.ws.List(ctx, from)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, it := range items {
 		src, dst := from+"/"+it.Name, to+"/"+it.Name
-		if it.Dir {
-			if err := f.renameDir(ctx, src, dst); err != nil {
-				return err
-			}
+		if !it.Dir {
+			files = append(files, dirMove{from: src, to: dst, it: it})
 			continue
 		}
-		target, ok, err := f.ws.Stat(ctx, dst)
+		sf, sd, err := f.planDirRename(ctx, src, dst)
 		if err != nil {
+			return nil, nil, err
+		}
+		files, dirs = append(files, sf...), append(dirs, sd...)
+	}
+	return files, dirs, nil
+}
+
+// checkRenamed refuses a folder rename whose new paths the service would
+// refuse (a path over 1024 bytes: ENAMETOOLONG), before anything moves: a
+// refusal part-way would leave the folder split in two.
+func checkRenamed(from, to string, files []dirMove, dirs []string) error {
+	check := func(p string) error {
+		err := checkName(p)
+		var r *refusal
+		if errors.As(err, &r) {
+			return &refusal{errno: r.errno, code: r.code,
+				why: fmt.Sprintf("moving /%s to /%s would put a file at /%s: %s", from, to, p, r.why)}
+		}
+		return err
+	}
+	for _, m := range files {
+		if err := check(m.to); err != nil {
 			return err
 		}
-		if err := f.renameFile(ctx, src, dst, it, target, ok); err != nil {
+	}
+	for _, d := range dirs {
+		if err := check(d); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// renameDir moves every file of a folder (a copy and a delete each), one
+// at a time, then its local folders. The service has no folder rename, so
+// this is not atomic; a failure part-way is undone (undoDirRename).
+func (f *FS) renameDir(ctx context.Context, from, to string, files []dirMove, dirs []string) error {
+	toMarks, fromMarks := f.ws.localDirsUnder(to), f.ws.localDirsUnder(from)
+	for i, m := range files {
+		target, ok, err := f.ws.Stat(ctx, m.to)
+		if err == nil {
+			err = f.renameFile(ctx, m.from, m.to, m.it, target, ok)
+		}
+		if err != nil {
+			f.undoDirRename(ctx, from, to, files[:i+1], toMarks, fromMarks)
+			return fmt.Errorf("move /%s to /%s: %w", m.from, m.to, err)
+		}
+	}
+	// The folders follow: those no file reached are kept as local folders
+	// (an empty folder moves too); the old ones are gone.
+	full := map[string]bool{}
+	for _, m := range files {
+		for d := parentPath(m.to); d != "" && !full[d]; d = parentPath(d) {
+			full[d] = true
+		}
+	}
+	for _, d := range dirs {
+		if !full[d] {
+			f.keepFolder(d)
 		}
 	}
 	for _, m := range f.ws.localDirsUnder(from) {
@@ -918,6 +985,88 @@ func (f *FS) renameDir(ctx context.Context, from, to string) error {
 		}
 	}
 	f.ws.setPatch(from, nil, true)
+	return nil
+}
+
+// undoDirRename moves back what a folder rename that failed part-way had
+// moved, newest first: a moved remote file is restored in place (its id
+// and history come back) and its copy deleted; local content moves back;
+// a copy whose original was not deleted yet is deleted. Folder marks the
+// moves made at either end are dropped, so no empty folder is left behind,
+// and those there before are kept (an empty target folder stays).
+// A step the service refuses too is logged and left as the service has
+// it. Then the snapshot is dropped and the kernel told to forget every
+// name the rename touched: both folders show what the service holds, on
+// the next access.
+func (f *FS) undoDirRename(ctx context.Context, from, to string, moved []dirMove, toMarks, fromMarks []string) {
+	ctx = context.WithoutCancel(ctx) // an interrupted rename is undone all the same
+	names := []NameRef{{parentPath(from), baseName(from)}, {parentPath(to), baseName(to)}}
+	for i := len(moved) - 1; i >= 0; i-- {
+		m := moved[i]
+		names = append(names, NameRef{parentPath(m.from), baseName(m.from)}, NameRef{parentPath(m.to), baseName(m.to)})
+		at, there := f.ws.peek(m.to)
+		_, left := f.ws.peek(m.from)
+		if err := f.moveBack(ctx, m, at, there, left); err != nil {
+			f.log.Error("rename failed part-way and a moved file could not be moved back; it stays where the service has it",
+				"path", "/"+m.to, "from", "/"+m.from, "code", remote.ErrorCode(err), "err", err)
+		}
+	}
+	keep := map[string]bool{}
+	for _, d := range append(toMarks, fromMarks...) {
+		keep[d] = true
+	}
+	for _, d := range append(f.ws.localDirsUnder(to), f.ws.localDirsUnder(from)...) {
+		if !keep[d] {
+			f.ws.setDir(d, false)
+			if err := f.cache.SetLocalDir(d, false); err != nil {
+				f.log.Warn("forget local folder failed", "path", "/"+d, "err", err)
+			}
+		}
+	}
+	for d := range keep {
+		f.keepFolder(d) // an empty folder a file landed in meanwhile
+	}
+	f.ws.Invalidate()
+	f.notify.enqueue(Change{Entries: names})
+}
+
+// moveBack undoes one file's move of a failed folder rename; at is what
+// m.to holds (if there), left whether m.from still holds the original.
+func (f *FS) moveBack(ctx context.Context, m dirMove, at Item, there, left bool) error {
+	switch {
+	case !there:
+		return nil // it never got there
+	case at.Local != nil:
+		if left {
+			return nil
+		}
+		return f.renameFile(ctx, m.to, m.from, at, Item{}, false)
+	case at.Entry == nil:
+		return nil
+	}
+	copyID := at.Entry.File.FileID
+	if !left && m.it.Local == nil && m.it.Entry != nil {
+		// The original was deleted: restore it, then drop the copy (in
+		// that order: a failure keeps two, never none).
+		r, err := f.files.RestoreFile(ctx, m.it.Entry.File.FileID)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", m.from, err)
+		}
+		f.mu.Lock()
+		delete(f.deleted, m.it.Entry.File.FileID)
+		f.mu.Unlock()
+		if !r.Moved {
+			f.ws.setPatch(m.from, m.it.Entry, false)
+		}
+		left = true
+	}
+	if !left {
+		return nil // nothing to put back: leave the copy
+	}
+	if err := f.deleteFile(ctx, copyID); err != nil {
+		return fmt.Errorf("delete the copy at %s: %w", m.to, err)
+	}
+	f.ws.setPatch(m.to, nil, false)
 	return nil
 }
 

@@ -16,6 +16,8 @@ package emulator
 import (
 	"log/slog"
 	"time"
+
+	"github.com/evofs/evofs/remote"
 )
 
 // Well-known credentials of Azurite's development account.
@@ -88,7 +90,12 @@ type Config struct {
 	BlobFaultRate float64       // 0..1
 	Seed          string        // folder to seed the workspace from (only when the workspace is empty)
 	Synthetic     int           // N synthetic small files across nested folders (only when empty)
-	Logger        *slog.Logger  // nil = discard
+	// MaxListLimit caps a listing's page size below the contract's 5000
+	// (a larger `limit` is answered with this many, and says so in the
+	// response's `limit`), so that tests page through a few files; 0 or
+	// more than 5000 = 5000.
+	MaxListLimit int
+	Logger       *slog.Logger // nil = discard
 }
 
 func (c Config) withDefaults() Config {
@@ -112,6 +119,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LinkTTL <= 0 {
 		c.LinkTTL = DefaultLinkTTL
+	}
+	if c.MaxListLimit <= 0 || c.MaxListLimit > remote.MaxListLimit {
+		c.MaxListLimit = remote.MaxListLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -17,7 +17,16 @@ type knobSet struct {
 	// stall, while not nil, holds every API and blob request unanswered
 	// (the connection stays open) until it is closed: a service that
 	// stops answering. A request whose client goes away ends then.
-	stall chan struct{}
+	stall  chan struct{}
+	script map[string]*scripted // by API operation; see FailCalls
+}
+
+// scripted is a fault armed for one API operation: the next skip calls
+// are served, the n after them answered with a problem document.
+type scripted struct {
+	skip, n int
+	status  int
+	code    string
 }
 
 func (s *Server) knobs() knobSet {
@@ -82,6 +91,41 @@ func waitStall(r *http.Request, k knobSet) bool {
 	case <-r.Context().Done():
 		return false
 	}
+}
+
+// FailCalls arms a scripted fault for the API operation op (OpListFiles,
+// ...): of its next calls, skip are served as usual and the n after them
+// are answered with a problem document of status and code (a 400
+// files/invalid-path, a 502 metadata/store-error...), so that a test fails
+// a call part-way through a sequence, deterministically. It replaces what
+// was armed for op before; n 0 disarms it.
+func (s *Server) FailCalls(op string, skip, n, status int, code string) {
+	s.setKnobs(func(k *knobSet) {
+		if k.script == nil {
+			k.script = map[string]*scripted{}
+		}
+		k.script[op] = &scripted{skip: skip, n: n, status: status, code: code}
+	})
+}
+
+// scriptedFault takes one call of op off its script: the problem to
+// answer, or nil to serve it.
+func (s *Server) scriptedFault(op string) *apiError {
+	s.knobMu.Lock()
+	defer s.knobMu.Unlock()
+	sc := s.knob.script[op]
+	switch {
+	case sc == nil:
+		return nil
+	case sc.skip > 0:
+		sc.skip--
+		return nil
+	case sc.n <= 0:
+		delete(s.knob.script, op)
+		return nil
+	}
+	sc.n--
+	return &apiError{status: sc.status, code: sc.code, detail: "scripted fault"}
 }
 
 func clamp01(f float64) float64 { return min(max(f, 0), 1) }

@@ -217,3 +217,22 @@ func (f *forwarder) close() {
 	}
 	f.conns = nil
 }
+
+// TestFailCallsScripted: a scripted fault serves skip calls, fails the n
+// after them with the problem asked for, then serves again.
+func TestFailCallsScripted(t *testing.T) {
+	e := newEnv(t)
+	e.s.FailCalls(emulator.OpListFiles, 1, 2, http.StatusBadRequest, remote.CodeInvalidPath)
+	for i, want := range []int{200, 400, 400, 200, 200} {
+		resp, b := e.call(http.MethodGet, "/files")
+		if resp.StatusCode != want {
+			t.Fatalf("call %d: status %d, want %d: %s", i, resp.StatusCode, want, b)
+		}
+		if want == 400 {
+			wantProblem(t, resp, b, 400, remote.CodeInvalidPath)
+		}
+	}
+	if n := e.s.Stats().Faults.API; n != 2 {
+		t.Fatalf("%d faults counted, want 2", n)
+	}
+}

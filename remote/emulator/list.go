@@ -60,7 +60,9 @@ func parseTime(v string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-func parseListQuery(q url.Values) (*listQuery, *apiError) {
+// parseListQuery parses q; a page is at most maxLimit files (the contract's
+// bound on `limit` is checked first).
+func parseListQuery(q url.Values, maxLimit int) (*listQuery, *apiError) {
 	lqy := &listQuery{limit: DefaultListLimit}
 	intParam := func(name string, lo, hi int, dst *int) *apiError {
 		if !q.Has(name) {
@@ -79,6 +81,7 @@ func parseListQuery(q url.Values) (*listQuery, *apiError) {
 	if e := intParam("offset", 0, 1<<31-1, &lqy.offset); e != nil {
 		return nil, e
 	}
+	lqy.limit = min(lqy.limit, maxLimit)
 	var e *apiError
 	if lqy.deleted, _, e = boolParam(q, "deleted"); e != nil {
 		return nil, e
@@ -179,10 +182,12 @@ func compareBy(field string, a, b *fileRec) int {
 }
 
 // listFiles: GET /files. The default order is creation order (then file
-// id), which is stable while files are added at the end.
+// id), which is stable while files are added at the end. Whatever order_by
+// says, ties are broken by creation sequence and then file id: the order is
+// total and a file keeps its place relative to the others while it lives.
 func (s *Server) listFiles(w http.ResponseWriter, r *http.Request, c *caller) *apiError {
 	q := r.URL.Query()
-	lqy, e := parseListQuery(q)
+	lqy, e := parseListQuery(q, s.cfg.MaxListLimit)
 	if e != nil {
 		return e
 	}

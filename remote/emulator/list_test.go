@@ -3,6 +3,7 @@ package emulator_test
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,32 @@ func TestListFilters(t *testing.T) {
 	}
 	if l.Files[0].FileID == a.FileID {
 		t.Fatal("offset ignored")
+	}
+}
+
+// TestListMaxLimit: a smaller page cap answers a larger limit with fewer
+// files and says so; pages ordered by a key all files share (their
+// creation time) still tile the listing, ties broken the same way on every
+// page.
+func TestListMaxLimit(t *testing.T) {
+	e := newEnv(t, func(c *emulator.Config) { c.Synthetic, c.MaxListLimit = 25, 10 })
+	seen := map[string]bool{}
+	for off := 0; off < 30; off += 10 {
+		l := e.list("?limit=5000&order_by=asc:created_at&offset=" + strconv.Itoa(off))
+		if l.Limit != 10 || l.Total != 25 || l.Count != min(10, 25-off) {
+			t.Fatalf("offset %d: limit %d total %d count %d", off, l.Limit, l.Total, l.Count)
+		}
+		for _, f := range l.Files {
+			if seen[f.FileID] {
+				t.Fatalf("offset %d: %s listed twice", off, f.FileID)
+			}
+			seen[f.FileID] = true
+		}
+	}
+	if len(seen) != 25 {
+		t.Fatalf("%d distinct files, want 25", len(seen))
+	}
+	if l := e.list(""); l.Limit != 10 || l.Count != 10 {
+		t.Fatalf("no limit: limit %d count %d, want 10", l.Limit, l.Count)
 	}
 }

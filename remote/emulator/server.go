@@ -308,6 +308,11 @@ func (s *Server) api(op string, h apiHandler) http.Handler {
 			return
 		}
 		sleepCtx(r.Context(), k.apiLatency)
+		if e := s.scriptedFault(op); e != nil {
+			s.stats.update(func(st *Stats) { st.Faults.API++ })
+			writeProblem(sw, e)
+			return
+		}
 		if roll(k.apiFault) {
 			s.stats.update(func(st *Stats) { st.Faults.API++ })
 			apiFault(sw, func() { s.stats.api(op, StatusDroppedByFault); counted = true })
