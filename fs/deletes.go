@@ -160,10 +160,27 @@ func (f *FS) checkDelete(ctx context.Context, w *waitingDelete) error {
 		return nil // deleted already: the DELETE says so too
 	case err != nil:
 		return fmt.Errorf("check %s before deleting it: %w", w.d.Path, err)
-	case d.VersionID != w.d.Version:
+	case d.VersionID != w.d.Version && !f.isOurs(w.d.FileID, d.VersionID):
 		return fmt.Errorf("%w (version %s, removed at %s)", errSavedElsewhere, d.VersionID, w.d.Version)
 	}
 	return nil
+}
+
+// noteOurs records the latest version this mount made of a file: a later
+// check that finds it there knows it is not another client's save.
+func (f *FS) noteOurs(fileID, versionID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ours == nil {
+		f.ours = map[string]string{}
+	}
+	f.ours[fileID] = versionID
+}
+
+func (f *FS) isOurs(fileID, versionID string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ours[fileID] == versionID
 }
 
 // keepRemoved gives up a delete because another save came first: the file

@@ -113,6 +113,7 @@ type FS struct {
 	links map[versionKey]*versionLink // GUARDED_BY(mu): versions with open handles, and their shared link
 
 	deleted   map[string]bool           // GUARDED_BY(mu): files this mount deleted
+	ours      map[string]string         // GUARDED_BY(mu): the latest version this mount made of each file it wrote
 	conflicts []Conflict                // GUARDED_BY(mu): conflict copies made by this mount, newest last
 	waiting   map[string]*waitingDelete // GUARDED_BY(mu): deletes in their grace, by file id
 	closing   bool                      // GUARDED_BY(mu): unmounting: no more delete timers

@@ -44,12 +44,28 @@ type fileNode struct {
 
 func (n *dirNode) path() string { return n.Path(nil) }
 
+// sameVersion reports whether the node shows the remote version of it
+// (and no local content of its own).
+func (n *fileNode) sameVersion(it Item) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.unlinked && n.l == nil && it.Local == nil && n.e != nil && it.Entry != nil &&
+		n.e.File.FileID == it.Entry.File.FileID && n.e.File.VersionID == it.Entry.File.VersionID
+}
+
 // child makes (or finds) the node of an item.
 func (f *FS) child(ctx context.Context, parent *gofs.Inode, it Item) *gofs.Inode {
 	if ch := parent.GetChild(it.Name); ch != nil {
 		// A folder keeps its node (and number) while it is there: a
 		// rename moved it with everything under it.
 		if _, isDir := ch.Operations().(*dirNode); isDir && it.Dir {
+			return ch
+		}
+		// A file this mount renamed there was given the version its
+		// rename made (fileNode.moved), under its old number: it stays
+		// the file at that name, or handles opened on it since would not
+		// see what is done through the name.
+		if fn, ok := ch.Operations().(*fileNode); ok && !it.Dir && fn.sameVersion(it) {
 			return ch
 		}
 	}

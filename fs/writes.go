@@ -404,6 +404,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 	l.committed, l.committedGen, l.failures, l.lastErr = e, gen, 0, ""
 	f.wmu.Unlock()
 	f.ws.setPatch(p, e, false)
+	f.noteOurs(up.FileID, up.VersionID)
 	f.landed(p)
 	f.sideFilesFollow(p, d.ID(), up.FileID, up.VersionID)
 	f.log.Info("committed", "path", "/"+p, "file_id", up.FileID, "version_id", up.VersionID, "size", size,
@@ -1300,6 +1301,7 @@ func (f *FS) copyVersion(ctx context.Context, e *Entry, p, targetID, targetVersi
 	}
 	f.claim(up.FileID)
 	f.ws.setPatch(p, committedEntry(p, up.FileID, up.VersionID, e.File.Size), false)
+	f.noteOurs(up.FileID, up.VersionID)
 	f.landed(p)
 	return nil
 }
