@@ -32,8 +32,15 @@ $(AZURITE): contrib/azurite/package.json contrib/azurite/package-lock.json
 GDAL   := $(shell command -v ogr2ogr 2>/dev/null)
 SQLITE := $(shell command -v sqlite3 2>/dev/null)
 
+# PyQGIS (QGIS 3.22 from Debian, no GUI needed) for the tests that edit layers
+# in the mount as a QGIS user does.
+PYQGIS := $(shell /usr/bin/python3 -c 'import qgis.core' 2>/dev/null && echo yes)
+
 deps: $(AZURITE)
 	$(GO) mod download
+ifneq ($(PYQGIS),yes)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-qgis qgis-providers
+endif
 ifeq ($(GDAL)$(SQLITE),)
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin sqlite3
 else ifeq ($(GDAL),)
