@@ -723,6 +723,9 @@ func (x *fsx) opRemote() {
 			x.fail("close %s (file #%d) after a remote save: %v", p, f.id, err)
 		}
 		x.handles = append(x.handles[:open[0]], x.handles[open[0]+1:]...)
+		// A close may leave the commit to the release that follows it (a
+		// file emptied at create and not written since): wait for it.
+		x.settled(p)
 		cs := x.m.FS.Conflicts()
 		switch {
 		case !bytes.Equal(f.data, before) && len(cs) != conflicts+1:
