@@ -37,6 +37,7 @@ func login(t *testing.T, bin string, env []string, home string) string {
 	fake := filepath.Join(home, "fakebin")
 	opened := filepath.Join(home, "opened-url")
 	os.MkdirAll(fake, 0o755)
+	os.Remove(opened) // a second login in the same home must not follow the first one's URL
 	os.WriteFile(filepath.Join(fake, "xdg-open"), []byte("#!/bin/sh\nprintf '%s' \"$1\" > "+opened+".tmp && mv "+opened+".tmp "+opened+"\n"), 0o755)
 	for i, kv := range env {
 		if strings.HasPrefix(kv, "PATH=") {
