@@ -405,11 +405,12 @@ type fileHandle struct {
 	trunc atomic.Bool
 	wrote atomic.Bool
 
-	ver    *cache.File // reads of the remote version current at open (nil: local at open)
+	ver    *cache.File // reads of the remote version the node shows (see version)
 	verKey versionKey
 
 	mu     sync.Mutex
 	logged map[string]bool // GUARDED_BY(mu): errors already logged (the kernel retries a failed page read)
+	left   []*cache.File   // GUARDED_BY(mu): readers of versions the node has moved on from
 }
 
 func (h *fileHandle) openVersion(e *Entry) {
@@ -419,6 +420,25 @@ func (h *fileHandle) openVersion(e *Entry) {
 	f.opened(h.verKey)
 	h.ver = f.cache.File(v, &versionFetcher{fsys: f, key: h.verKey}, cache.FileOptions{
 		Readahead: f.opt.Readahead, Parallelism: f.opt.Parallelism})
+}
+
+// version is the reader of e, the version the node shows now. A handle
+// follows its node through what this mount does to it (a truncate of the
+// path committed, a rename's copy): those keep the node, while another
+// client's save is a new node its handles never see. Readers of the
+// version left behind are closed at Release: a read may still be in it.
+func (h *fileHandle) version(e *Entry) *cache.File {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ver != nil && h.verKey == (versionKey{e.File.FileID, e.File.VersionID}) {
+		return h.ver
+	}
+	if h.ver != nil {
+		h.left = append(h.left, h.ver)
+		h.n.fsys.released(h.verKey)
+	}
+	h.openVersion(e)
+	return h.ver
 }
 
 // fail maps an error to its errno, logging it the first time this handle
@@ -447,10 +467,10 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	var err error
 	ctx, done := h.n.fsys.away(ctx)
 	defer done()
-	if l, _ := h.n.current(); l != nil {
+	if l, e := h.n.current(); l != nil {
 		n, err = l.d.ReadAt(ctx, dest, off)
-	} else if h.ver != nil {
-		n, err = h.ver.ReadAt(ctx, dest, off)
+	} else if e != nil {
+		n, err = h.version(e).ReadAt(ctx, dest, off)
 	} else {
 		err = io.EOF
 	}
@@ -626,10 +646,15 @@ var _ = (gofs.FileReleaser)((*fileHandle)(nil))
 
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	f := h.n.fsys
+	h.mu.Lock()
 	if h.ver != nil {
 		h.ver.Close()
 		f.released(h.verKey)
 	}
+	for _, v := range h.left {
+		v.Close()
+	}
+	h.mu.Unlock()
 	h.n.mu.Lock()
 	h.n.opens--
 	l := h.n.l
