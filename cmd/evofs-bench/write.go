@@ -582,14 +582,19 @@ func (m *wmount) waitCommitted(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		pending, err := m.status()
-		if err != nil {
+		n := len(pending)
+		switch {
+		case errors.Is(err, unix.E2BIG):
+			// The status outgrew what an extended attribute can hold
+			// (64 KiB, some hundreds of pending uploads): still pending.
+			n = -1
+		case err != nil:
 			return err
-		}
-		if len(pending) == 0 {
+		case n == 0:
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d uploads still pending after %s", len(pending), limit)
+			return fmt.Errorf("uploads still pending after %s (%d listed; -1: too many to list)", limit, n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
