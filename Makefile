@@ -58,12 +58,18 @@ test: deps vet
 	$(WITH_AZ) $(GO) test $(TESTFLAGS) -race ./...
 
 # Read throughput against a direct azblob download, CPU and peak RSS; then
-# the writes (cp against a direct upload, small files, RSS), each half with
-# an Azurite of its own (in-memory Azurite keeps every blob); see
-# docs/benchmarks.md.
+# the writes (cp against a direct upload, small files, RSS, gdal_translate
+# from gdal-bin, which deps installs), each half with an Azurite of its own
+# (in-memory Azurite keeps every blob). Both network profiles, the same
+# flags: local (blob proxy unshaped), then shaped (1 Gbit/s shared, 20 ms a
+# blob request); see docs/benchmarks.md.
+BENCH_PROFILES ?= local shaped
+
 bench: deps build
-	$(WITH_AZ) $(BIN)/evofs-bench --evofs $(BIN)/evofs --writes=false
-	$(WITH_AZ) $(BIN)/evofs-bench --evofs $(BIN)/evofs --reads=false
+	set -e; for p in $(BENCH_PROFILES); do \
+		$(WITH_AZ) $(BIN)/evofs-bench --evofs $(BIN)/evofs --profile $$p --writes=false; \
+		$(WITH_AZ) $(BIN)/evofs-bench --evofs $(BIN)/evofs --profile $$p --reads=false; \
+	done
 
 # Mounts a seeded, emulated workspace at ./mnt until Ctrl-C.
 demo: deps build

@@ -9,6 +9,11 @@
 //
 // evofs and the loopback server run as processes of their own, so their CPU
 // and memory are theirs alone. The write benchmarks are in write.go.
+//
+// --profile picks the network between the clients and the blob store: local
+// (the emulator's proxy as fast as it goes) or shaped (the proxy held to
+// 1 Gbit/s shared by all transfers, and 20 ms before each blob request),
+// the same for evofs and for the direct azblob client.
 package main
 
 import (
@@ -49,6 +54,7 @@ func main() {
 	traceFile := flag.String("trace", "", "write the cache's per-block trace of the no-FUSE read to this file")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (client and emulator) during the no-FUSE read")
 	serveLoopback := flag.String("serve-loopback", "", "internal: serve a go-fuse loopback of DIR at the mountpoint given as argument")
+	profileName := flag.String("profile", "local", "network of the blob proxy: local (unshaped) or shaped (1 Gbit/s shared, 20 ms a request)")
 	flag.Parse()
 	if *serveLoopback != "" {
 		if err := loopback(*serveLoopback, flag.Arg(0)); err != nil {
@@ -59,16 +65,42 @@ func main() {
 	if *only != "" && *only != "nofuse" {
 		log.Fatalf("--only %q: the only value is nofuse", *only)
 	}
+	prof, ok := profiles[*profileName]
+	if !ok {
+		log.Fatalf("--profile %q: local or shaped", *profileName)
+	}
 	if *benchReads {
-		if err := run(*size, *rssSize, *evofsBin, *only == "nofuse", *traceFile, *cpuProfile); err != nil {
+		if err := run(prof, *size, *rssSize, *evofsBin, *only == "nofuse", *traceFile, *cpuProfile); err != nil {
 			log.Fatal(err)
 		}
 	}
 	if *benchWrites && *only == "" {
-		if err := runWrites(*evofsBin); err != nil { // write.go
+		if err := runWrites(prof, *evofsBin); err != nil { // write.go
 			log.Fatal(err)
 		}
 	}
+}
+
+// profile is the network between every client (evofs and the direct
+// azblob client alike) and the blob store: the emulator's blob proxy
+// shaping (emulator.Server.SetShaping).
+type profile struct {
+	name      string
+	bandwidth int64         // bytes/s shared by all blob transfers, 0 = unlimited
+	latency   time.Duration // before each blob request
+}
+
+func (p profile) String() string {
+	if p.bandwidth == 0 && p.latency == 0 {
+		return p.name + " (blob proxy unshaped)"
+	}
+	return fmt.Sprintf("%s (blob proxy at %.0f MB/s = %.1f Gbit/s shared by all transfers, %s before each blob request)",
+		p.name, float64(p.bandwidth)/1e6, float64(p.bandwidth)*8/1e9, p.latency)
+}
+
+var profiles = map[string]profile{
+	"local":  {name: "local"},
+	"shaped": {name: "shaped", bandwidth: 125_000_000, latency: 20 * time.Millisecond},
 }
 
 // content is size bytes of reproducible pseudo-random data, generated on the
@@ -90,8 +122,8 @@ func (c content) ReadAt(p []byte, off int64) (int, error) {
 	return int(n), nil
 }
 
-// benchRig is an emulator on the Azurite of EVOFS_AZURITE_URL, a client
-// of it, and a scratch folder.
+// benchRig is an emulator on the Azurite of EVOFS_AZURITE_URL, its blob
+// proxy shaped as the profile says, a client of it, and a scratch folder.
 type benchRig struct {
 	work   string
 	emu    *emulator.Server
@@ -99,7 +131,7 @@ type benchRig struct {
 	client *remote.Client
 }
 
-func newRig(ctx context.Context, container, prefix string) (*benchRig, error) {
+func newRig(ctx context.Context, prof profile, container, prefix string) (*benchRig, error) {
 	endpoint := os.Getenv("EVOFS_AZURITE_URL")
 	if endpoint == "" {
 		return nil, errors.New("EVOFS_AZURITE_URL is not set: run under contrib/azurite/run (make bench does)")
@@ -108,10 +140,11 @@ func newRig(ctx context.Context, container, prefix string) (*benchRig, error) {
 	if err != nil {
 		return nil, err
 	}
-	emu, err := emulator.Start(ctx, emulator.Config{BlobEndpoint: endpoint, Container: container})
+	emu, err := emulator.Start(ctx, emulator.Config{BlobEndpoint: endpoint, Container: container,
+		BlobBandwidth: prof.bandwidth, BlobLatency: prof.latency})
 	if err != nil {
 		os.RemoveAll(work)
-		return nil, err
+		return nil, fmt.Errorf("start emulator: %w", err)
 	}
 	info := emu.Info()
 	client, err := remote.New(remote.Config{HubURL: info.HubURL, OrgID: info.OrgID, WorkspaceID: info.WorkspaceID,
@@ -133,9 +166,9 @@ type discard struct{}
 
 func (discard) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
 
-func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuProfile string) error {
+func run(prof profile, size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuProfile string) error {
 	ctx := context.Background()
-	rig, err := newRig(ctx, "bench", "evofs-bench-")
+	rig, err := newRig(ctx, prof, "bench", "evofs-bench-")
 	if err != nil {
 		return err
 	}
@@ -148,7 +181,8 @@ func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuPr
 		return err
 	}
 
-	fmt.Printf("evofs read benchmark: %s file, emulator + Azurite on this machine\n\n", human(size))
+	fmt.Printf("evofs read benchmark: %s file, emulator + Azurite on this machine (%d cores), profile %s\n\n",
+		human(size), runtime.NumCPU(), prof)
 	up, err := client.UploadPath(ctx, blobs, "bench/seq.bin", content{size}, size, remote.UploadOptions{})
 	if err != nil {
 		return fmt.Errorf("upload: %w", err)
@@ -209,7 +243,7 @@ func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuPr
 	if err != nil {
 		return err
 	}
-	warm, _, _, err := m.readThrough("bench/seq.bin", size)
+	warm, warmCPU, _, err := m.readThrough("bench/seq.bin", size)
 	if err != nil {
 		return err
 	}
@@ -235,7 +269,9 @@ func run(size, rssSize int64, evofsBin string, onlyNoFUSE bool, traceFile, cpuPr
 	row("go-fuse loopback read of a local copy", loop)
 	fmt.Printf("\ncold / direct:   %.2f× (target ≥ 0.95)\n", direct.Seconds()/cold.Seconds())
 	fmt.Printf("warm / loopback: %.2f× (target ≥ 0.5)\n", loop.Seconds()/warm.Seconds())
-	fmt.Printf("evofs CPU, cold: %.2f s/GiB\n", coldCPU/(float64(size)/gib))
+	fmt.Printf("CPU per GiB, cold: direct client %.2f s (the bench process: azblob client + emulator), evofs %.2f s (its process alone)\n",
+		perGiB(directSelf), perGiB(coldCPU))
+	fmt.Printf("evofs CPU, warm: %.2f s/GiB (its process alone)\n", perGiB(warmCPU))
 	fmt.Printf("machine CPU (all processes): direct %.2f s/GiB, cache+fetch path alone %.2f s/GiB\n", perGiB(directCPU), perGiB(nofuseCPU))
 	cpuBudget("evofs cold read", size, direct, cold, directUse, coldUse, time.Duration(float64(direct)/0.95))
 	ceilingLine()

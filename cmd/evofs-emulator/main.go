@@ -31,6 +31,8 @@ func run(args []string) error {
 		cfg       emulator.Config
 		infoFile  string
 		latency   time.Duration
+		blobLat   time.Duration
+		bandwidth string
 		faultRate float64
 		logLevel  string
 	)
@@ -45,6 +47,8 @@ func run(args []string) error {
 	fl.DurationVar(&cfg.LinkTTL, "link-ttl", emulator.DefaultLinkTTL, "lifetime of pre-signed links")
 	fl.DurationVar(&cfg.TokenTTL, "token-ttl", 0, "lifetime of access tokens (default 1h; the info file's tokens then last the whole run)")
 	fl.DurationVar(&latency, "latency", 0, "delay added to every API and blob request")
+	fl.DurationVar(&blobLat, "blob-latency", 0, "delay added to every blob request (overrides --latency for blobs)")
+	fl.StringVar(&bandwidth, "blob-bandwidth", "", "bandwidth of the blob proxy, shared by all clients and both directions: bytes/s, or with a unit (125MB/s, 1Gbit/s); default unlimited")
 	fl.Float64Var(&faultRate, "fault-rate", 0, "probability (0..1) of an injected fault on every API and blob request")
 	fl.Float64Var(&cfg.APIFaultRate, "api-fault-rate", 0, "probability of an injected fault on API requests (overrides --fault-rate)")
 	fl.Float64Var(&cfg.BlobFaultRate, "blob-fault-rate", 0, "probability of an injected fault on blob requests (overrides --fault-rate)")
@@ -62,6 +66,14 @@ func run(args []string) error {
 	set := map[string]bool{}
 	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	cfg.APILatency, cfg.BlobLatency = latency, latency
+	if set["blob-latency"] {
+		cfg.BlobLatency = blobLat
+	}
+	bps, err := emulator.ParseBandwidth(bandwidth)
+	if err != nil {
+		return fmt.Errorf("--blob-bandwidth: %w", err)
+	}
+	cfg.BlobBandwidth = bps
 	if !set["api-fault-rate"] {
 		cfg.APIFaultRate = faultRate
 	}

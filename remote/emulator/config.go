@@ -83,13 +83,17 @@ type Config struct {
 	// TokenTTL is the access token lifetime, default 1h. When it is zero the
 	// tokens of Info (Token, ViewerToken) last for the whole run; when it is
 	// set they use it too.
-	TokenTTL      time.Duration
-	APILatency    time.Duration // added before handling each API request
-	BlobLatency   time.Duration // added before forwarding each blob request
-	APIFaultRate  float64       // 0..1
-	BlobFaultRate float64       // 0..1
-	Seed          string        // folder to seed the workspace from (only when the workspace is empty)
-	Synthetic     int           // N synthetic small files across nested folders (only when empty)
+	TokenTTL    time.Duration
+	APILatency  time.Duration // added before handling each API request
+	BlobLatency time.Duration // added before forwarding each blob request
+	// BlobBandwidth caps the blob proxy's traffic, bytes per second over
+	// every request and response body of every client together (both
+	// directions share it); 0 = unlimited. See SetShaping.
+	BlobBandwidth int64
+	APIFaultRate  float64 // 0..1
+	BlobFaultRate float64 // 0..1
+	Seed          string  // folder to seed the workspace from (only when the workspace is empty)
+	Synthetic     int     // N synthetic small files across nested folders (only when empty)
 	// MaxListLimit caps a listing's page size below the contract's 5000
 	// (a larger `limit` is answered with this many, and says so in the
 	// response's `limit`), so that tests page through a few files; 0 or

@@ -2,6 +2,8 @@ package emulator
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 )
@@ -28,6 +30,9 @@ type configRequest struct {
 	LinkTTL       *string  `json:"link_ttl"`
 	TokenTTL      *string  `json:"token_ttl"`
 	Stalled       *bool    `json:"stalled"` // stop answering (true) or answer again
+	// BlobBandwidth is bytes/s as a number, or a string with a unit
+	// ("1Gbit/s", "125MB/s"; see ParseBandwidth); 0 = unlimited.
+	BlobBandwidth json.RawMessage `json:"blob_bandwidth"`
 }
 
 type configResponse struct {
@@ -38,6 +43,7 @@ type configResponse struct {
 	LinkTTL       string  `json:"link_ttl"`
 	TokenTTL      string  `json:"token_ttl"`
 	Stalled       bool    `json:"stalled"`
+	BlobBandwidth int64   `json:"blob_bandwidth"` // bytes/s, 0 = unlimited
 }
 
 func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
@@ -61,7 +67,16 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		parsed[name] = d
 	}
+	bandwidth, setBW, err := parseBandwidthJSON(req.BlobBandwidth)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad config: blob_bandwidth: " + err.Error()})
+		return
+	}
 	s.setKnobs(func(k *knobSet) {
+		if setBW {
+			k.blobBandwidth = bandwidth
+			setBandwidth(s.shaper, bandwidth)
+		}
 		if req.APIFaultRate != nil {
 			k.apiFault = clamp01(*req.APIFaultRate)
 		}
@@ -90,5 +105,27 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		APIFaultRate: k.apiFault, BlobFaultRate: k.blobFault,
 		APILatency: k.apiLatency.String(), BlobLatency: k.blobLatency.String(),
 		LinkTTL: k.linkTTL.String(), TokenTTL: k.tokenTTL.String(),
+		BlobBandwidth: k.blobBandwidth,
 	})
+}
+
+// parseBandwidthJSON reads blob_bandwidth: absent or null (set false), a
+// number of bytes/s, or a string for ParseBandwidth.
+func parseBandwidthJSON(raw json.RawMessage) (bps int64, set bool, err error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, false, nil
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err == nil {
+		bps, err = ParseBandwidth(text)
+		return bps, err == nil, err
+	}
+	var n float64
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, false, errors.New("want bytes per second, or a string such as \"1Gbit/s\"")
+	}
+	if n < 0 || n > 1<<62 {
+		return 0, false, fmt.Errorf("%v bytes per second is out of range", n)
+	}
+	return int64(n), true, nil
 }

@@ -13,6 +13,7 @@ import (
 type knobSet struct {
 	apiFault, blobFault     float64
 	apiLatency, blobLatency time.Duration
+	blobBandwidth           int64 // bytes/s over all blob bodies, 0 = unlimited; see shaping.go
 	linkTTL, tokenTTL       time.Duration
 	// stall, while not nil, holds every API and blob request unanswered
 	// (the connection stays open) until it is closed: a service that

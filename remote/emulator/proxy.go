@@ -13,6 +13,7 @@ import (
 // headers, query, body, Range; streamed), so the SAS a link carries is
 // checked by Azurite itself (expiry, permissions, blob scope). On the way it
 // counts each request, adds BlobLatency, injects faults at BlobFaultRate,
+// paces request and response bodies at BlobBandwidth (shaping.go),
 // tracks staged block ids, and settles a version right after a successful
 // Put Blob, Put Block List or Copy, before the client sees the answer.
 
@@ -116,7 +117,14 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Debug("blob", "op", op, "path", r.URL.Path) // never the query: it holds the signature
-	s.proxy.ServeHTTP(sw, r)
+	var out http.ResponseWriter = sw
+	if k.blobBandwidth > 0 {
+		if body != nil {
+			r.Body = &shapedBody{ReadCloser: body, ctx: r.Context(), lim: s.shaper}
+		}
+		out = &shapedWriter{ResponseWriter: sw, ctx: r.Context(), lim: s.shaper}
+	}
+	s.proxy.ServeHTTP(out, r)
 }
 
 // afterBlobResponse runs before a successful answer is passed on: it tracks

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/time/rate"
 )
 
 // Server is a running emulator. Its methods are safe for concurrent use.
@@ -43,6 +44,7 @@ type Server struct {
 	blobs  *blobStore
 	proxy  *httputil.ReverseProxy
 	stats  *statsCollector
+	shaper *rate.Limiter // the blob proxy's bandwidth (knob.blobBandwidth); safe for concurrent use
 
 	mu  sync.RWMutex
 	idx *index // GUARDED_BY(mu)
@@ -77,10 +79,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		codes:  map[string]authCode{},
 		staged: map[string]map[string]struct{}{},
 		served: make(chan struct{}),
+		shaper: newShaper(cfg.BlobBandwidth),
 		knob: knobSet{
 			apiFault: clamp01(cfg.APIFaultRate), blobFault: clamp01(cfg.BlobFaultRate),
 			apiLatency: cfg.APILatency, blobLatency: cfg.BlobLatency,
-			linkTTL: cfg.LinkTTL, tokenTTL: cfg.TokenTTL,
+			blobBandwidth: max(cfg.BlobBandwidth, 0),
+			linkTTL:       cfg.LinkTTL, tokenTTL: cfg.TokenTTL,
 		},
 	}
 	if s.knob.tokenTTL <= 0 {
