@@ -262,7 +262,7 @@ func TestDirtyMigratesOldFormat(t *testing.T) {
 				clear(want[idx*PageSize : min(size, (idx+1)*PageSize)])
 				copy(want[idx*PageSize:], p)
 			}
-			err := c.db.Update(func(txn *badger.Txn) error {
+			err := c.update(func(txn *badger.Txn) error { // outside maintenance's compaction
 				v, _ := json.Marshal(old)
 				if err := txn.Set(journalKey(id), v); err != nil {
 					return err
