@@ -430,3 +430,71 @@ func TestDirtyCrashKeepsContent(t *testing.T) {
 		t.Fatalf("content synced by Cache.Sync after a power loss: %v", got["c"].Unstored())
 	}
 }
+
+// TestDirtyFailedPwriteIsUnstored: a write the content file refuses (here
+// a descriptor that cannot write) fails, marks its range unstored, and
+// leaves the journaled content as it was.
+func TestDirtyFailedPwriteIsUnstored(t *testing.T) {
+	ctx := context.Background()
+	c, _ := openCache(t, "disk", "", Options{})
+	d, _ := c.NewDirty(Record{Path: "x"}, nil)
+	if _, err := d.WriteAt(ctx, []byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := os.Open(c.local.path(d.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	rw := d.f
+	d.f = ro
+	d.mu.Unlock()
+	if _, err := d.WriteAt(ctx, []byte("world"), 5); err == nil {
+		t.Fatal("a write the file refused succeeded")
+	}
+	d.mu.Lock()
+	d.f = rw
+	d.mu.Unlock()
+	ro.Close()
+	if u := d.Unstored(); !errors.Is(u, ErrUnstored) || d.Size() != 5 || string(readDirty(t, d)) != "hello" {
+		t.Fatalf("after a failed pwrite: %v, size %d", u, d.Size())
+	}
+	if _, err := d.WriteAt(ctx, []byte("world"), 5); err != nil || d.Unstored() != nil {
+		t.Fatalf("writing the range again: %v, %v", err, d.Unstored())
+	}
+}
+
+// TestDirtyBytesPastTheEndAreNeverRead: what the file holds past the end
+// (bytes of a write that failed after its pwrite) reads as zeros once a
+// write past a gap or a truncate up moves the end over it.
+func TestDirtyBytesPastTheEndAreNeverRead(t *testing.T) {
+	ctx := context.Background()
+	c, _ := openCache(t, "mem", "", Options{})
+	d, _ := c.NewDirty(Record{Path: "x"}, nil)
+	if _, err := d.WriteAt(ctx, []byte("abc"), 0); err != nil {
+		t.Fatal(err)
+	}
+	junk := bytes.Repeat([]byte{0xee}, 2*PageSize)
+	if _, err := d.f.WriteAt(junk, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(ctx, []byte("z"), PageSize+10); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, PageSize+11)
+	copy(want, "abc")
+	want[PageSize+10] = 'z'
+	if !bytes.Equal(readDirty(t, d), want) {
+		t.Fatal("a write past a gap shows bytes the file held past the end")
+	}
+	if _, err := d.f.WriteAt(junk, PageSize+11); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Truncate(ctx, 3*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, make([]byte, 3*PageSize-len(want))...)
+	if !bytes.Equal(readDirty(t, d), want) {
+		t.Fatal("a truncate up shows bytes the file held past the end")
+	}
+}
