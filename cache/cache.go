@@ -101,8 +101,6 @@ type Cache struct {
 
 	// nextID is the last journal id handed out.
 	nextID atomic.Uint64
-	// local holds the content files of dirty data (content.go).
-	local *localStore
 
 	trace    *tracer // nil unless Options.Trace
 	stats    counters
@@ -242,17 +240,11 @@ func Open(o Options) (*Cache, error) {
 	c.pipe.closed = c.ctx.Done()
 	err = c.initJournal()
 	if err == nil {
-		err = c.openLocal()
-	}
-	if err == nil {
 		err = c.rebuild()
 	}
 	if err != nil {
 		c.cancel()
 		db.Close()
-		if c.local != nil {
-			c.closeLocal()
-		}
 		return nil, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
 	}
 	if o.Dir != "" {
@@ -319,11 +311,10 @@ func (c *Cache) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	c.trace.flush()
-	lerr := c.closeLocal()
 	if err := c.db.Close(); err != nil {
 		return fmt.Errorf("close block cache: %w", err)
 	}
-	return lerr
+	return nil
 }
 
 // BlockSize is the cache's block size.
