@@ -101,6 +101,8 @@ type Cache struct {
 
 	// nextID is the last journal id handed out.
 	nextID atomic.Uint64
+	// local holds the content files of dirty data (content.go).
+	local *localStore
 
 	trace    *tracer // nil unless Options.Trace
 	stats    counters
@@ -240,11 +242,17 @@ func Open(o Options) (*Cache, error) {
 	c.pipe.closed = c.ctx.Done()
 	err = c.initJournal()
 	if err == nil {
+		err = c.openLocal()
+	}
+	if err == nil {
 		err = c.rebuild()
 	}
 	if err != nil {
 		c.cancel()
 		db.Close()
+		if c.local != nil {
+			c.closeLocal()
+		}
 		return nil, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
 	}
 	if o.Dir != "" {
@@ -311,10 +319,11 @@ func (c *Cache) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	c.trace.flush()
+	lerr := c.closeLocal()
 	if err := c.db.Close(); err != nil {
 		return fmt.Errorf("close block cache: %w", err)
 	}
-	return nil
+	return lerr
 }
 
 // BlockSize is the cache's block size.

@@ -11,24 +11,29 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-// PageSize is the unit of dirty data: a write that covers part of a page
-// reads the page (from earlier writes or the base version), changes it and
-// stores it whole, in the same transaction as the journal record.
+// PageSize is the unit in which a content file is known to hold the
+// content (Record.Filled). A write that covers part of a page not filled
+// yet first copies the page's current content (the base version's bytes,
+// or zeros) into the file; a page once filled takes writes as they come.
+// 256 KiB: a small write into a big base fetches little of it, and Filled
+// stays short.
 const PageSize = 256 << 10
 
-// maxTxnWrite bounds the bytes one WriteAt stores in one transaction (a
-// longer write is split): Badger bounds a transaction's size.
-const maxTxnWrite = 1 << 20
+// contentFormat is Record.Format of content kept in a content file.
+// Records of format 0 (before content files) keep their pages in Badger
+// under pagePrefix until OpenDirty moves them into one.
+const contentFormat = 1
 
 var (
 	journalPrefix = []byte{'j'}
-	pagePrefix    = []byte{'d'}
+	pagePrefix    = []byte{'d'} // format 0 only
 	dirPrefix     = []byte{'l'}
 	deletePrefix  = []byte{'x'}
 )
@@ -50,6 +55,26 @@ type Record struct {
 	Size      int64 `json:"size"`
 	// Gen counts changes of the content: every write and truncate.
 	Gen uint64 `json:"gen"`
+
+	// Format is how the content is kept: 1, in a content file; 0, a
+	// record written before content files, whose pages are in Badger
+	// until OpenDirty moves them into one.
+	Format int `json:"format,omitempty"`
+	// Filled lists the pages of the content file that hold the content,
+	// as sorted, disjoint runs [from, to) of page indexes. A page not in
+	// it reads from the base under BaseLimit, and as zeros past it.
+	// INVARIANT: every filled page starts before Size.
+	Filled [][2]int64 `json:"filled,omitempty"`
+	// Direct: the content file was handed out to be written directly
+	// (Dirty.File), so it is the whole content, and Refresh adopts its
+	// size.
+	Direct bool `json:"direct,omitempty"`
+	// Boot is the machine's boot id when the content last changed, ""
+	// once it has been synced since (Dirty.Sync, Cache.Sync). Content
+	// reopened under another boot went through a restart of the machine
+	// unsynced: its file may lack bytes the record claims, so it is
+	// marked unstored.
+	Boot string `json:"boot,omitempty"`
 
 	// Expect is the version of FileID this content replaces: the latest
 	// one known when the content took the file over (its base, the
@@ -78,6 +103,13 @@ type Record struct {
 	Unstored *Span `json:"unstored,omitempty"`
 }
 
+// keepContent sets the content fields of r (those only Dirty changes) to
+// those of from.
+func (r *Record) keepContent(from Record) {
+	r.ID, r.Size, r.BaseLimit, r.Gen, r.Unstored = from.ID, from.Size, from.BaseLimit, from.Gen, from.Unstored
+	r.Format, r.Filled, r.Direct, r.Boot = from.Format, from.Filled, from.Direct, from.Boot
+}
+
 // Span is a byte range [From, To).
 type Span struct {
 	From int64 `json:"from"`
@@ -87,6 +119,12 @@ type Span struct {
 // ErrUnstored: a write to the content failed, so the content lacks bytes
 // the application meant it to have (see Dirty.Unstored).
 var ErrUnstored = errors.New("a write to this file failed; it is not saved until that range is written again or truncated away")
+
+// errRestarted is why content reopened under another boot is unstored.
+var errRestarted = errors.New("the machine restarted before this content was synced, so its file may lack written bytes")
+
+// errFileMissing is why content whose file is gone is unstored.
+var errFileMissing = errors.New("its content file is missing")
 
 // Upload is an upload in progress: the version it makes and the blocks it
 // has staged, valid for content generation Gen.
@@ -103,26 +141,29 @@ type BaseReader interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 }
 
-// Dirty is the local content of one file: pages written since its base
-// version, over the base. Its methods are safe for concurrent use.
+// Dirty is the local content of one file: its content file (the pages
+// written since its base version, and those a partial write copied from
+// it) over the base. Its methods are safe for concurrent use.
 type Dirty struct {
 	c    *Cache
 	id   uint64
 	base BaseReader // nil: no base
 
-	mu    sync.RWMutex
-	rec   Record          // GUARDED_BY(mu)
-	pages map[int64]int64 // GUARDED_BY(mu): stored page index -> stored length
-	gone  bool            // GUARDED_BY(mu): removed
-	cause error           // GUARDED_BY(mu): why the rec.Unstored write failed (nil after a restart)
+	mu       sync.RWMutex
+	rec      Record   // GUARDED_BY(mu)
+	f        *os.File // GUARDED_BY(mu): the content file (closed by Remove and Cache.Close)
+	unsynced bool     // GUARDED_BY(mu): written since its last fsync
+	gone     bool     // GUARDED_BY(mu): removed
+	cause    error    // GUARDED_BY(mu): why the rec.Unstored write failed (nil after a restart)
 }
 
 // ErrRemoved is returned by a Dirty after Remove.
 var ErrRemoved = errors.New("cache: dirty file removed")
 
 // NewDirty starts dirty content for rec.Path over base (nil for a new
-// file), with rec's base fields; Size and BaseLimit start at BaseSize. The
-// record is in the journal when it returns.
+// file), with rec's base fields; Size and BaseLimit start at BaseSize. Its
+// (empty) content file exists and the record is in the journal when it
+// returns.
 func (c *Cache) NewDirty(rec Record, base BaseReader) (*Dirty, error) {
 	if !c.enter() {
 		return nil, ErrClosed
@@ -130,10 +171,19 @@ func (c *Cache) NewDirty(rec Record, base BaseReader) (*Dirty, error) {
 	defer c.wg.Done()
 	rec.ID = c.nextID.Add(1)
 	rec.Size, rec.BaseLimit = rec.BaseSize, rec.BaseSize
-	d := &Dirty{c: c, id: rec.ID, base: base, rec: rec, pages: map[int64]int64{}}
+	rec.Format, rec.Filled, rec.Direct, rec.Boot = contentFormat, nil, false, ""
+	path := c.local.path(rec.ID)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create the content file of %s: %w", rec.Path, err)
+	}
+	d := &Dirty{c: c, id: rec.ID, base: base, rec: rec, f: f}
 	if err := c.update(func(txn *badger.Txn) error { return d.putRecord(txn) }); err != nil {
+		f.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("journal new dirty file %s: %w", rec.Path, err)
 	}
+	c.local.add(d)
 	return d, nil
 }
 
@@ -161,35 +211,146 @@ func (c *Cache) Journal() ([]Record, error) {
 }
 
 // OpenDirty reopens the dirty content of a journal record (after a
-// restart) over base.
+// restart) over base. A record of format 0 has its pages moved from
+// Badger into a content file. Content the machine restarted under before
+// it was synced (see Record.Boot), or whose file is missing, is marked
+// unstored (see Unstored). Direct content is refreshed (see Refresh).
 func (c *Cache) OpenDirty(rec Record, base BaseReader) (*Dirty, error) {
-	d := &Dirty{c: c, id: rec.ID, base: base, rec: rec, pages: map[int64]int64{}}
+	if !c.enter() {
+		return nil, ErrClosed
+	}
+	defer c.wg.Done()
+	d := &Dirty{c: c, id: rec.ID, base: base, rec: rec}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var err error
+	if rec.Format == 0 {
+		err = d.migrateLocked()
+	} else {
+		err = d.reopenLocked()
+	}
+	if err != nil {
+		if d.f != nil {
+			d.f.Close()
+		}
+		return nil, fmt.Errorf("reopen dirty file %s: %w", rec.Path, err)
+	}
+	c.local.add(d)
+	return d, nil
+}
+
+// reopenLocked opens the content file of a record of this format.
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) reopenLocked() error {
+	path := d.c.local.path(d.id)
+	var why error
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if isNotExist(err) {
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if len(d.rec.Filled) > 0 {
+			why = errFileMissing
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("open its content file: %w", err)
+	}
+	d.f = f
+	if boot := d.c.local.boot; why == nil && d.rec.Boot != "" && boot != "" && d.rec.Boot != boot {
+		why = errRestarted
+	}
+	if why != nil {
+		rec := d.rec
+		rec.Boot = ""
+		if rec.Size > 0 {
+			rec.Unstored = &Span{From: 0, To: rec.Size}
+			d.c.log.Warn("local content may have lost bytes; it stays local until written again or truncated", "path", "/"+rec.Path, "why", why)
+		}
+		if err := d.c.update(func(txn *badger.Txn) error { return putRecord(txn, d.id, rec) }); err != nil {
+			return fmt.Errorf("journal its unstored range: %w", err)
+		}
+		d.rec, d.cause = rec, why
+	}
+	if d.rec.Direct {
+		return d.refreshLocked()
+	}
+	// Past the end the file may hold bytes of writes that failed or
+	// never reached the journal: give their space back.
+	if st, err := f.Stat(); err == nil && st.Size() > d.rec.Size {
+		if err := f.Truncate(d.rec.Size); err != nil {
+			d.c.log.Warn("cut a content file to its content's size failed", "path", "/"+d.rec.Path, "err", err)
+		}
+	}
+	return nil
+}
+
+// migrateLocked moves the pages of a format-0 record from Badger into a
+// new content file: the file is written and synced, then the record says
+// so, then the pages are deleted (a crash before the record migrates
+// again; one after it leaves pages that Remove deletes).
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) migrateLocked() error {
+	f, err := os.OpenFile(d.c.local.path(d.id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create its content file: %w", err)
+	}
+	d.f = f
+	var runs [][2]int64
+	var keys [][]byte
 	prefix := d.pagePrefix()
-	err := c.db.View(func(txn *badger.Txn) error {
+	err = d.c.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			idx := int64(binary.BigEndian.Uint64(item.Key()[len(prefix):]))
-			// ValueSize is only an estimate for values in the value log.
-			if err := item.Value(func(v []byte) error { d.pages[idx] = int64(len(v)); return nil }); err != nil {
+			err := item.Value(func(v []byte) error {
+				_, err := f.WriteAt(v, idx*PageSize)
 				return err
+			})
+			if err != nil {
+				return fmt.Errorf("copy page %d: %w", idx, err)
 			}
+			runs = addRun(runs, idx, idx+1)
+			keys = append(keys, item.KeyCopy(nil))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reopen dirty file %s: %w", rec.Path, err)
+		return fmt.Errorf("move its pages into a content file: %w", err)
 	}
-	return d, nil
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync its new content file: %w", err)
+	}
+	rec := d.rec
+	rec.Format, rec.Filled = contentFormat, cutRuns(runs, pagesFor(rec.Size))
+	if err := d.c.update(func(txn *badger.Txn) error { return putRecord(txn, d.id, rec) }); err != nil {
+		return fmt.Errorf("journal its content file: %w", err)
+	}
+	d.rec = rec
+	if err := d.c.deleteKeys(keys); err != nil {
+		d.c.log.Warn("delete dirty pages moved into a content file failed; they go with the content", "path", "/"+rec.Path, "err", err)
+	}
+	d.c.log.Info("moved local content from the cache database into a content file", "path", "/"+rec.Path, "pages", len(keys), "size", rec.Size)
+	return nil
 }
 
-// Sync makes every write so far durable on disk.
-func (c *Cache) Sync() error {
-	if err := c.db.Sync(); err != nil {
-		return fmt.Errorf("sync cache: %w", err)
+// deleteKeys deletes keys of dirty data in write batches.
+func (c *Cache) deleteKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return nil
 	}
-	return nil
+	c.dirtyGate.RLock()
+	defer c.dirtyGate.RUnlock()
+	wb := c.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
 }
 
 // ID is the journal id.
@@ -201,6 +362,7 @@ func (d *Dirty) Record() Record {
 	defer d.mu.RUnlock()
 	r := d.rec
 	r.DeleteAfter = append([]string(nil), r.DeleteAfter...)
+	r.Filled = append([][2]int64(nil), r.Filled...)
 	if r.Upload != nil {
 		u := *r.Upload
 		u.Staged = append([]int64(nil), u.Staged...)
@@ -209,7 +371,8 @@ func (d *Dirty) Record() Record {
 	return r
 }
 
-// Size is the content's length.
+// Size is the content's length (of direct content: as of the last
+// Refresh).
 func (d *Dirty) Size() int64 {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -233,7 +396,7 @@ func (d *Dirty) Update(fn func(*Record)) error {
 	}
 	old := d.rec
 	fn(&d.rec)
-	d.rec.ID, d.rec.Size, d.rec.BaseLimit, d.rec.Gen, d.rec.Unstored = old.ID, old.Size, old.BaseLimit, old.Gen, old.Unstored
+	d.rec.keepContent(old)
 	if err := d.c.update(func(txn *badger.Txn) error { return d.putRecord(txn) }); err != nil {
 		d.rec = old
 		return fmt.Errorf("journal %s: %w", d.rec.Path, err)
@@ -242,9 +405,13 @@ func (d *Dirty) Update(fn func(*Record)) error {
 }
 
 // WriteAt writes p at off, growing the file if need be. The bytes are in
-// the store (and the journal record says so) when it returns. Parts of
-// pages it does not cover keep their content, read from earlier writes or
-// the base.
+// the content file (in the kernel's page cache: they outlive the process,
+// and a power loss only once synced) before the journal record says so,
+// and both are done when it returns. Parts of pages it does not cover
+// keep their content, from earlier writes or the base.
+//
+// A write that fails (no room on the disk, an I/O error) returns 0 and
+// marks its range unstored: some of its bytes may be in the content.
 func (d *Dirty) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("write %s at %d: %w", d.rec.Path, off, errNegativeOffset)
@@ -258,25 +425,18 @@ func (d *Dirty) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if d.gone {
 		return 0, ErrRemoved
 	}
-	n := 0
-	for n < len(p) {
-		// Split on page boundaries, maxTxnWrite at a time.
-		chunk := p[n:]
-		start := off + int64(n)
-		if lim := maxTxnWrite - start%PageSize; int64(len(chunk)) > lim {
-			chunk = chunk[:lim]
-		}
-		if err := d.writeLocked(ctx, chunk, start); err != nil {
-			err = fmt.Errorf("write %s at %d: %w", d.rec.Path, start, err)
-			d.unstoredLocked(off, off+int64(len(p)), err)
-			return n, err
-		}
-		n += len(chunk)
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := d.writeLocked(ctx, p, off); err != nil {
+		err = fmt.Errorf("write %s at %d: %w", d.rec.Path, off, err)
+		d.unstoredLocked(off, off+int64(len(p)), err)
+		return 0, err
 	}
 	if u := d.rec.Unstored; u != nil && off <= u.From && off+int64(len(p)) >= u.To {
 		d.setUnstoredLocked(nil, nil)
 	}
-	return n, nil
+	return len(p), nil
 }
 
 // Unstored returns nil, or an error (ErrUnstored, wrapping why the write
@@ -319,66 +479,73 @@ func (d *Dirty) setUnstoredLocked(u *Span, cause error) {
 	}
 }
 
-// writeLocked stores one chunk in one transaction.
+// writeLocked writes p at off into the content file, then journals it.
 //
 // LOCKS_REQUIRED(d.mu)
 func (d *Dirty) writeLocked(ctx context.Context, p []byte, off int64) error {
-	end := off + int64(len(p))
-	rec := d.rec
-	rec.Size = max(rec.Size, end)
-	rec.Gen++
-	type put struct {
-		idx  int64
-		data []byte
-	}
-	var puts []put
-	for idx := off / PageSize; idx*PageSize < end; idx++ {
-		start := idx * PageSize
-		lo, hi := max(off, start), min(end, start+PageSize)
-		var page []byte
-		if lo == start && (hi == start+PageSize || hi >= rec.Size) {
-			page = p[lo-off : hi-off] // the write covers the page's content
-		} else {
-			old, err := d.pageLocked(ctx, idx)
-			if err != nil {
-				return err
-			}
-			page = make([]byte, max(int64(len(old)), hi-start))
-			copy(page, old)
-			copy(page[lo-start:], p[lo-off:hi-off])
-		}
-		puts = append(puts, put{idx, page})
-	}
-	var need int64
-	for _, pt := range puts {
-		need += int64(len(pt.data))
-	}
-	if err := d.c.room(need); err != nil {
-		return err
-	}
-	err := d.c.update(func(txn *badger.Txn) error {
-		if err := d.c.fault("put"); err != nil {
+	if d.rec.Direct {
+		if err := d.refreshLocked(); err != nil {
 			return err
 		}
-		for _, pt := range puts {
-			if err := txn.Set(d.pageKey(pt.idx), pt.data); err != nil {
-				return err
-			}
+	}
+	end := off + int64(len(p))
+	s0 := d.rec.Size
+	first, last := off/PageSize, (end-1)/PageSize
+	// The pages this write covers in part, that are not filled yet and
+	// have content outside it, get that content first.
+	var fills []int64
+	for _, idx := range []int64{first, last} {
+		start := idx * PageSize
+		lo, hi := max(off, start), min(end, start+PageSize)
+		switch {
+		case len(fills) > 0 && fills[0] == idx: // first == last
+		case filled(d.rec.Filled, idx), start >= s0:
+		case lo == start && (hi == start+PageSize || hi >= s0): // the write covers its content
+		default:
+			fills = append(fills, idx)
 		}
-		return putRecord(txn, d.id, rec)
-	})
-	if err != nil {
+	}
+	if err := d.c.room(int64(len(p)) + int64(len(fills))*PageSize); err != nil {
 		return err
 	}
-	d.rec = rec
-	for _, pt := range puts {
-		d.pages[pt.idx] = int64(len(pt.data))
+	if err := d.c.fault("put"); err != nil {
+		return err
 	}
+	for _, idx := range fills {
+		page, err := d.pageLocked(ctx, idx)
+		if err != nil {
+			return err
+		}
+		if _, err := d.f.WriteAt(page, idx*PageSize); err != nil {
+			return fmt.Errorf("fill page %d of the content file: %w", idx, err)
+		}
+	}
+	if off > s0 {
+		// The gap must read as zeros, and the file past the end may
+		// hold bytes of writes that failed.
+		if err := d.f.Truncate(s0); err != nil {
+			return fmt.Errorf("cut the content file to its end: %w", err)
+		}
+	}
+	if _, err := d.f.WriteAt(p, off); err != nil {
+		return fmt.Errorf("write the content file: %w", err)
+	}
+	d.unsynced = true
+	rec := d.rec
+	rec.Size = max(s0, end)
+	rec.Gen++
+	rec.Filled = addRun(rec.Filled, first, last+1)
+	rec.Boot = d.c.local.boot
+	if err := d.c.update(func(txn *badger.Txn) error { return putRecord(txn, d.id, rec) }); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	d.rec = rec
 	return nil
 }
 
 // pageLocked returns the current content of page idx, up to the file's
-// size: the stored page, or the base bytes under BaseLimit (zeros past it).
+// size: the file's bytes, or the base bytes under BaseLimit (zeros past
+// it).
 //
 // LOCKS_REQUIRED(d.mu)
 func (d *Dirty) pageLocked(ctx context.Context, idx int64) ([]byte, error) {
@@ -395,7 +562,8 @@ func (d *Dirty) pageLocked(ctx context.Context, idx int64) ([]byte, error) {
 }
 
 // Truncate sets the length: bytes past size are gone (a later growth reads
-// zeros there, not the base's old bytes).
+// zeros there, not the base's old bytes). Shrinking gives the file's space
+// past size back.
 func (d *Dirty) Truncate(ctx context.Context, size int64) error {
 	if size < 0 {
 		return fmt.Errorf("truncate %s to %d: %w", d.rec.Path, size, errNegativeOffset)
@@ -409,66 +577,71 @@ func (d *Dirty) Truncate(ctx context.Context, size int64) error {
 	if d.gone {
 		return ErrRemoved
 	}
+	if err := d.truncateLocked(size); err != nil {
+		return fmt.Errorf("truncate %s to %d: %w", d.rec.Path, size, err)
+	}
+	return nil
+}
+
+// truncateLocked is Truncate under d.mu. Shrinking journals first and
+// cuts the file after (a crash between leaves bytes past the end, which
+// are never read); growing cuts the file at the old end first, so the new
+// range reads as zeros.
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) truncateLocked(size int64) error {
+	if d.rec.Direct {
+		if err := d.refreshLocked(); err != nil {
+			return err
+		}
+	}
 	rec := d.rec
 	rec.Gen++
-	var cut []byte // the new last page, when size cuts one
-	cutIdx := size / PageSize
-	var drop []int64
-	if size < rec.Size {
-		for idx := range d.pages {
-			if idx*PageSize >= size {
-				drop = append(drop, idx)
-			}
-		}
-		if ln, ok := d.pages[cutIdx]; ok && size > cutIdx*PageSize && cutIdx*PageSize+ln > size {
-			old, err := d.pageLocked(ctx, cutIdx)
-			if err != nil {
-				return fmt.Errorf("truncate %s: %w", d.rec.Path, err)
-			}
-			cut = old[:size-cutIdx*PageSize]
-		}
+	s0 := rec.Size
+	if size < s0 {
+		rec.Filled = cutRuns(rec.Filled, pagesFor(size))
 		rec.BaseLimit = min(rec.BaseLimit, size)
 	}
+	if size > s0 {
+		if err := d.c.fault("put"); err != nil {
+			return err
+		}
+		if err := d.f.Truncate(s0); err != nil {
+			return fmt.Errorf("cut the content file to its end: %w", err)
+		}
+		if rec.Direct {
+			if err := d.f.Truncate(size); err != nil {
+				return fmt.Errorf("grow the content file: %w", err)
+			}
+		}
+	}
 	rec.Size = size
+	rec.Boot = d.c.local.boot
 	clearsUnstored := rec.Unstored != nil && size <= rec.Unstored.From
 	if clearsUnstored {
 		rec.Unstored = nil // the failed write's range is gone
-	}
-	if cut != nil {
-		if err := d.c.room(int64(len(cut))); err != nil {
-			return fmt.Errorf("truncate %s to %d: %w", d.rec.Path, size, err)
-		}
 	}
 	err := d.c.update(func(txn *badger.Txn) error {
 		if err := d.c.fault("put"); err != nil {
 			return err
 		}
-		for _, idx := range drop {
-			if idx != cutIdx || cut == nil {
-				if err := txn.Delete(d.pageKey(idx)); err != nil {
-					return err
-				}
-			}
-		}
-		if cut != nil {
-			if err := txn.Set(d.pageKey(cutIdx), cut); err != nil {
-				return err
-			}
-		}
 		return putRecord(txn, d.id, rec)
 	})
 	if err != nil {
-		return fmt.Errorf("truncate %s to %d: %w", d.rec.Path, size, err)
+		return fmt.Errorf("journal: %w", err)
 	}
 	d.rec = rec
+	d.unsynced = true
 	if clearsUnstored {
 		d.cause = nil
 	}
-	for _, idx := range drop {
-		delete(d.pages, idx)
-	}
-	if cut != nil {
-		d.pages[cutIdx] = int64(len(cut))
+	if size < s0 {
+		if err := d.f.Truncate(size); err != nil {
+			if rec.Direct { // the file is the content
+				return fmt.Errorf("cut the content file: %w", err)
+			}
+			d.c.log.Warn("cut a content file failed; its space comes back when the content goes", "path", "/"+rec.Path, "err", err)
+		}
 	}
 	return nil
 }
@@ -497,27 +670,24 @@ func (d *Dirty) readLocked(ctx context.Context, p []byte, off int64) (int, error
 		return 0, io.EOF
 	}
 	end := min(off+int64(len(p)), size)
-	// Runs of pages not stored come from the base in one read each, so
-	// the base's readahead sees a sequential reader.
+	// Each run of filled pages is one read of the file; each run of
+	// others one read of the base, so its readahead sees a sequential
+	// reader.
 	for pos := off; pos < end; {
-		idx := pos / PageSize
-		if ln, ok := d.pages[idx]; ok {
-			hi := min(end, (idx+1)*PageSize)
-			dst := p[pos-off : hi-off]
-			if err := d.getPage(idx, ln, dst, pos-idx*PageSize); err != nil {
+		isFilled, until := runAt(d.rec.Filled, pos/PageSize)
+		hi := end
+		if until < maxRun {
+			hi = min(end, until*PageSize)
+		}
+		dst := p[pos-off : hi-off]
+		if isFilled {
+			if err := d.c.fault("get"); err != nil {
 				return int(pos - off), err
 			}
-			pos = hi
-			continue
-		}
-		hi := pos
-		for hi < end {
-			if _, ok := d.pages[hi/PageSize]; ok {
-				break
+			if err := preadFull(d.f, dst, pos); err != nil {
+				return int(pos - off), fmt.Errorf("read the content file of %s at %d: %w", d.rec.Path, pos, err)
 			}
-			hi = min(end, (hi/PageSize+1)*PageSize)
-		}
-		if err := d.readBase(ctx, p[pos-off:hi-off], pos); err != nil {
+		} else if err := d.readBase(ctx, dst, pos); err != nil {
 			return int(pos - off), err
 		}
 		pos = hi
@@ -550,38 +720,9 @@ func (d *Dirty) readBase(ctx context.Context, dst []byte, off int64) error {
 	return fmt.Errorf("read base %s of %s at %d: %w", d.rec.BaseVersion, d.rec.Path, off, err)
 }
 
-// getPage copies page idx (stored length ln) from off into dst; past ln
-// it reads zeros.
-func (d *Dirty) getPage(idx, ln int64, dst []byte, off int64) error {
-	if err := d.c.fault("get"); err != nil {
-		return err
-	}
-	err := d.c.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(d.pageKey(idx))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if int64(len(v)) != ln {
-				return fmt.Errorf("%w: page %d has %d bytes, %d expected", errCorrupt, idx, len(v), ln)
-			}
-			n := 0
-			if off < ln {
-				n = copy(dst, v[off:])
-			}
-			clear(dst[n:])
-			return nil
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("read page %d of %s: %w", idx, d.rec.Path, err)
-	}
-	return nil
-}
-
 // Changed reports whether the content differs from the base version:
 // always for a file without one; otherwise by length, and then byte for
-// byte over the pages written and the range truncation hid (reading the
+// byte over the pages filled and the range truncation hid (reading the
 // base where it must).
 func (d *Dirty) Changed(ctx context.Context) (bool, error) {
 	d.mu.RLock()
@@ -597,8 +738,7 @@ func (d *Dirty) Changed(ctx context.Context) (bool, error) {
 	theirs := make([]byte, PageSize)
 	for idx := int64(0); idx*PageSize < r.Size; idx++ {
 		start := idx * PageSize
-		_, written := d.pages[idx]
-		if !written && start+PageSize <= r.BaseLimit {
+		if !filled(r.Filled, idx) && start+PageSize <= r.BaseLimit {
 			continue // the base shows through
 		}
 		n := min(PageSize, r.Size-start)
@@ -618,34 +758,232 @@ func (d *Dirty) Changed(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
-// Remove deletes the content and its journal record. Later calls fail
-// with ErrRemoved.
+// Sync makes the content durable on disk: it fsyncs the content file,
+// journals that the content is synced (see Record.Boot) and syncs Badger.
+// Of direct content it syncs what the last Refresh saw.
+func (d *Dirty) Sync() error {
+	if !d.c.enter() {
+		return ErrClosed
+	}
+	defer d.c.wg.Done()
+	d.mu.Lock()
+	err := ErrRemoved
+	if !d.gone {
+		err = d.syncLocked()
+	}
+	d.mu.Unlock()
+	if err == nil {
+		err = d.c.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", d.rec.Path, err)
+	}
+	return nil
+}
+
+// syncLocked fsyncs the content file if it was written since, and
+// journals (without a sync) that the content is synced.
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) syncLocked() error {
+	if !d.unsynced && !d.rec.Direct && d.rec.Boot == "" {
+		return nil
+	}
+	if err := d.f.Sync(); err != nil {
+		return fmt.Errorf("fsync the content file of %s: %w", d.rec.Path, err)
+	}
+	d.unsynced = false
+	if d.rec.Boot == "" {
+		return nil
+	}
+	rec := d.rec
+	rec.Boot = ""
+	if err := d.c.update(func(txn *badger.Txn) error { return putRecord(txn, d.id, rec) }); err != nil {
+		return fmt.Errorf("journal that %s is synced: %w", d.rec.Path, err)
+	}
+	d.rec = rec
+	return nil
+}
+
+// File returns the content file, to be handed to the kernel as a FUSE
+// passthrough backing file, when the content is wholly in it (no base
+// shows through: BaseLimit is 0, a new file or one emptied); ok is false
+// otherwise, or when the file could not be made the exact content. From
+// then on the content is direct (Record.Direct): the file is the content,
+// pages it has no bytes for read as zeros, and writes to it that do not
+// come through WriteAt (the kernel's) are taken in by Refresh, which the
+// caller must call before it reads Size or Gen for a decision (getattr,
+// flush, commit, Sync). WriteAt and Truncate still work, and refresh
+// first themselves.
+func (d *Dirty) File() (*os.File, bool) {
+	if !d.c.enter() {
+		return nil, false
+	}
+	defer d.c.wg.Done()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone || d.rec.BaseLimit != 0 {
+		return nil, false
+	}
+	if !d.rec.Direct {
+		if err := d.makeDirectLocked(); err != nil {
+			d.c.log.Warn("hand a content file to the kernel failed", "path", "/"+d.rec.Path, "err", err)
+			return nil, false
+		}
+	}
+	return d.f, true
+}
+
+// makeDirectLocked makes the content file the exact content (nothing past
+// the end, zeros wherever no page is filled), and journals the content as
+// direct.
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) makeDirectLocked() error {
+	rec := d.rec
+	if err := d.f.Truncate(rec.Size); err != nil {
+		return fmt.Errorf("cut the content file to its size: %w", err)
+	}
+	n := pagesFor(rec.Size)
+	for idx := int64(0); idx < n; {
+		isFilled, until := runAt(rec.Filled, idx)
+		until = min(until, n)
+		if !isFilled {
+			if err := zeroRange(d.f, idx*PageSize, min(until*PageSize, rec.Size)-idx*PageSize); err != nil {
+				return fmt.Errorf("clear unwritten pages: %w", err)
+			}
+		}
+		idx = until
+	}
+	rec.Filled = nil
+	if n > 0 {
+		rec.Filled = [][2]int64{{0, n}}
+	}
+	rec.Direct = true
+	rec.Boot = d.c.local.boot
+	if err := setMtime(d.f, directMtime); err != nil {
+		return err
+	}
+	if err := d.c.update(func(txn *badger.Txn) error { return putRecord(txn, d.id, rec) }); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	d.rec = rec
+	d.unsynced = true
+	return nil
+}
+
+// Refresh takes in writes to direct content that did not come through
+// WriteAt (see File): when the content file's size or modification time
+// moved since the last Refresh, the content becomes the file (Size its
+// size, every page filled) at a new Gen, journaled. Changes are told by
+// the file's time, which each Refresh sets to a fixed past instant, so
+// even writes within one tick of the file system's clock are seen. A
+// write racing Refresh is either in this Gen (its bytes are read from
+// the file) or moves the time again. Refresh of content that is not
+// direct does nothing.
+func (d *Dirty) Refresh() error {
+	if !d.c.enter() {
+		return ErrClosed
+	}
+	defer d.c.wg.Done()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gone {
+		return ErrRemoved
+	}
+	if !d.rec.Direct {
+		return nil
+	}
+	if err := d.refreshLocked(); err != nil {
+		return fmt.Errorf("refresh %s: %w", d.rec.Path, err)
+	}
+	return nil
+}
+
+// refreshLocked is Refresh of direct content.
+//
+// LOCKS_REQUIRED(d.mu)
+func (d *Dirty) refreshLocked() error {
+	st, err := d.f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat the content file: %w", err)
+	}
+	if st.Size() == d.rec.Size && st.ModTime().Equal(directMtime) {
+		return nil
+	}
+	// Reset the time first, and take the size after: a write after the
+	// reset moves the time again.
+	if err := setMtime(d.f, directMtime); err != nil {
+		return err
+	}
+	if st, err = d.f.Stat(); err != nil {
+		return fmt.Errorf("stat the content file: %w", err)
+	}
+	rec := d.rec
+	rec.Size = st.Size()
+	rec.Gen++
+	rec.Filled = nil
+	if n := pagesFor(rec.Size); n > 0 {
+		rec.Filled = [][2]int64{{0, n}}
+	}
+	rec.BaseLimit = 0
+	rec.Boot = d.c.local.boot
+	clearsUnstored := rec.Unstored != nil && rec.Size <= rec.Unstored.From
+	if clearsUnstored {
+		rec.Unstored = nil
+	}
+	if err := d.c.update(func(txn *badger.Txn) error { return putRecord(txn, d.id, rec) }); err != nil {
+		// Leave the change for the next Refresh to see.
+		if err2 := setMtime(d.f, time.Now()); err2 != nil {
+			d.c.log.Warn("a change of a content file may go unseen", "path", "/"+rec.Path, "err", err2)
+		}
+		return fmt.Errorf("journal: %w", err)
+	}
+	d.rec = rec
+	d.unsynced = true
+	if clearsUnstored {
+		d.cause = nil
+	}
+	return nil
+}
+
+// Remove deletes the content: its journal record (and any pages of a
+// format-0 record left in Badger), then its content file, whose space
+// comes back (once the kernel lets go of it, for a file handed out by
+// File). A crash between leaves a file no record owns, which the next
+// Open removes. Later calls fail with ErrRemoved.
 func (d *Dirty) Remove() error {
+	if !d.c.enter() {
+		return ErrClosed
+	}
+	defer d.c.wg.Done()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.gone {
 		return nil
 	}
-	d.c.dirtyGate.RLock()
-	defer d.c.dirtyGate.RUnlock()
-	wb := d.c.db.NewWriteBatch()
-	defer wb.Cancel()
-	var freed int64
-	for idx, ln := range d.pages {
-		if err := wb.Delete(d.pageKey(idx)); err != nil {
-			return fmt.Errorf("remove dirty %s: %w", d.rec.Path, err)
+	keys := [][]byte{journalKey(d.id)}
+	prefix := d.pagePrefix()
+	err := d.c.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
 		}
-		freed += ln
+		return nil
+	})
+	if err == nil {
+		err = d.c.deleteKeys(keys)
 	}
-	if err := wb.Delete(journalKey(d.id)); err != nil {
-		return fmt.Errorf("remove dirty %s: %w", d.rec.Path, err)
-	}
-	if err := wb.Flush(); err != nil {
+	if err != nil {
 		return fmt.Errorf("remove dirty %s: %w", d.rec.Path, err)
 	}
 	d.gone = true
-	d.pages = nil
-	d.c.addChurn(freed)
+	d.c.local.drop(d)
+	d.f.Close()
+	if err := os.Remove(d.c.local.path(d.id)); err != nil && !isNotExist(err) {
+		d.c.log.Warn("remove a content file failed; the next start removes it", "path", "/"+d.rec.Path, "err", err)
+	}
 	return nil
 }
 
@@ -666,12 +1004,9 @@ func journalKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), journalPrefix...), id)
 }
 
+// pagePrefix is the key prefix of the Badger pages of a format-0 record.
 func (d *Dirty) pagePrefix() []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), pagePrefix...), d.id)
-}
-
-func (d *Dirty) pageKey(idx int64) []byte {
-	return binary.BigEndian.AppendUint64(d.pagePrefix(), uint64(idx))
 }
 
 // LocalDirs lists the folders made on the mount that no file has reached

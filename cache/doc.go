@@ -87,6 +87,37 @@
 // fetched again; Badger verifies value checksums on every read. The cache
 // never returns bytes it has not verified this way.
 //
+// # Dirty data
+//
+// A [Dirty] is the content of a file being written: a journal record
+// ('j' bigendian64(id), JSON [Record]) in Badger, and a sparse content
+// file <Dir>/local/<id> (in a temporary folder, removed at Close, for an
+// in-memory cache). Writes go to the file with pwrite; the record lists
+// the file's "filled" pages (256 KiB, [PageSize]) as runs. A byte of a
+// filled page reads from the file; of another page, from the base version
+// under BaseLimit and as zeros past it. A write covering part of a page
+// not filled yet first copies the page's current content into the file;
+// a filled page takes writes as they come. Truncation cuts the file (its
+// space comes back) and the filled pages; growth reads zeros.
+//
+// Order: bytes are in the file before the record claims them (one Badger
+// transaction per write or truncate), so a process killed at any point
+// (the kernel's page cache survives it) reopens with every acknowledged
+// write, and at worst bytes of an unacknowledged one. The file past the
+// end is never read, and is cut back before the end moves past it. A
+// power loss keeps what was synced: [Dirty.Sync] and [Cache.Sync] fsync
+// the content files written since their last sync, then sync Badger. A
+// record remembers the boot it was last changed under while unsynced, and
+// content reopened under another boot is marked unstored (it may lack
+// bytes its record claims) rather than uploaded. [Dirty.Remove] deletes
+// the record, then unlinks the file; Open removes files no record owns.
+//
+// [Dirty.File] hands the file out (for FUSE passthrough) when no base
+// shows through; the file is then the whole content, and [Dirty.Refresh]
+// adopts writes made to it directly. Records of the format before content
+// files (pages in Badger under 'd') are moved into a content file by
+// [Cache.OpenDirty].
+//
 // # Memory
 //
 // No file is ever held in memory: the only block buffers are those of
