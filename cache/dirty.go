@@ -1104,20 +1104,6 @@ func (c *Cache) update(fn func(txn *badger.Txn) error) error {
 	return c.db.Update(fn)
 }
 
-// addChurn counts bytes of deleted values towards the next reclaim.
-func (c *Cache) addChurn(n int64) {
-	c.mu.Lock()
-	c.churn += n
-	kick := c.churn >= c.churnLimit
-	c.mu.Unlock()
-	if kick {
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // initJournal sets the next journal id past the highest recorded.
 func (c *Cache) initJournal() error {
 	return c.db.View(func(txn *badger.Txn) error {
