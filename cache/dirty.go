@@ -769,19 +769,10 @@ func (c *Cache) update(fn func(txn *badger.Txn) error) error {
 	return c.db.Update(fn)
 }
 
-// addChurn counts bytes of deleted values towards the next reclaim.
-func (c *Cache) addChurn(n int64) {
-	c.mu.Lock()
-	c.churn += n
-	kick := c.churn >= c.churnLimit
-	c.mu.Unlock()
-	if kick {
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
-	}
-}
+// addChurn did count deleted bytes towards value-log GC. Dirty pages are
+// below Badger's value threshold now and live in the LSM tree, whose
+// compactions reclaim deletes: nothing to count.
+func (c *Cache) addChurn(int64) {}
 
 // initJournal sets the next journal id past the highest recorded.
 func (c *Cache) initJournal() error {
