@@ -769,9 +769,8 @@ func (c *Cache) update(fn func(txn *badger.Txn) error) error {
 	return c.db.Update(fn)
 }
 
-// addChurn did count deleted bytes towards value-log GC. Dirty pages are
-// below Badger's value threshold now and live in the LSM tree, whose
-// compactions reclaim deletes: nothing to count.
+// addChurn did count deleted bytes towards value-log GC, which no longer
+// runs (see valueThreshold in store.go).
 func (c *Cache) addChurn(int64) {}
 
 // initJournal sets the next journal id past the highest recorded.

@@ -25,10 +25,12 @@
 // and a use sequence number (8 bytes). One key per block rather than one
 // per version: storing a block writes 17 bytes plus the key, whatever the
 // version's size, where a per-version bitmap and checksum list would be
-// rewritten whole for every block of a large file. Every value is far
+// rewritten whole for every block of a large file. Index values are far
 // below Badger's value threshold, so the index lives in the LSM tree and
-// compactions reclaim deleted entries; the value log stays empty and needs
-// no GC. One more key, 'm' "config", records the format and the block
+// compactions reclaim deleted entries: blocks need no value-log GC, and
+// none runs. (Dirty pages still go to the value log, and their deleted
+// ones are not reclaimed until they move out of Badger; see store.go.)
+// One more key, 'm' "config", records the format and the block
 // size; the block size of a cache directory is fixed when it is created.
 // Opening it with [Options.BlockSize] zero adopts the stored size; opening
 // it with a different non-zero size fails. Open reads the whole index

@@ -23,10 +23,20 @@ const (
 	// 15% of one.
 	memTableSize = 16 << 20
 
-	// valueLogFileSize: with every value below Badger's value threshold
-	// (1 MiB: index entries, journal records, dirty pages) the value log
-	// stays all but empty; the size only matters for an old cache's log.
-	valueLogFileSize = 64 << 20
+	// valueThreshold: values this large or larger go to the value log:
+	// dirty pages (256 KiB, dirty.go) do, index entries and journal
+	// records stay in the LSM tree. Dirty pages in the tree cost eight
+	// times the write time in compactions (BenchmarkDirtyWrite: 36 MB/s
+	// against 300), so they stay in the log until they move to files of
+	// their own; their deletes are not reclaimed meanwhile (no value-log
+	// GC runs but at an upgrade).
+	valueThreshold = 4 << 10
+
+	// valueLogFileSize: Badger syncs a whole value-log file when it moves
+	// on to the next, in its one writer goroutine, and every write waits
+	// meanwhile; files of 1 GiB (Badger's default) let a burst of dirty
+	// writes that size go at memory speed. Files are sparse until written.
+	valueLogFileSize = 1<<30 - 1
 
 	// upgradeGCRuns bounds the value-log GC passes after dropping an old
 	// format's blocks.
@@ -49,14 +59,14 @@ var (
 	indexPrefix = []byte{'k'}
 )
 
-// badgerOptions: Badger holds the block index, the upload journal and
-// dirty pages, all values under its 1 MiB value threshold, so they live in
-// the LSM tree, where compactions reclaim deleted ones without value-log
-// GC.
+// badgerOptions: Badger holds the block index and the upload journal,
+// small values in the LSM tree where compactions reclaim deleted ones, and
+// dirty pages, in the value log (see valueThreshold).
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	o := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithMemTableSize(memTableSize).
+		WithValueThreshold(valueThreshold).
 		WithNumMemtables(2).
 		WithValueLogFileSize(valueLogFileSize).
 		WithCompression(options.None).
@@ -66,10 +76,11 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithMetricsEnabled(false).  // Badger's metrics are process-wide expvars
 		WithSyncWrites(false)       // see the package doc, "Crashes"
 	if dir == "" {
-		// In memory, one transaction (a dirty write of up to 1 MiB) must
-		// fit in 15% of a memtable.
+		// In memory every value stays in the tree, Badger takes only
+		// values below ValueThreshold, and one transaction (a dirty
+		// write of up to 1 MiB) must fit in 15% of a memtable.
 		o = o.WithInMemory(true).WithDir("").WithValueDir("").
-			WithMemTableSize(64 << 20).
+			WithValueThreshold(1 << 20).WithMemTableSize(64 << 20).
 			WithChecksumVerificationMode(options.NoVerification) // nothing to rot
 	}
 	return o
