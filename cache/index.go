@@ -312,8 +312,9 @@ func (c *Cache) evictLocked(keep *stored) []*stored {
 // index: it unlinks the file of a version dropped whole and punches the
 // blocks of others, then deletes their index entries. Punching before
 // deleting: an entry outliving its bytes (a crash between) fails its
-// checksum and is fetched again. A failure leaves bytes on disk out of the
-// index; the next Open reclaims them.
+// checksum and is fetched again. A failure leaves the blocks' bytes and
+// entries on disk, out of the index in memory: the next Open finds them
+// again.
 //
 // LOCKS_REQUIRED(c.storeMu)
 func (c *Cache) dropBlocks(blocks []*stored) error {
