@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +20,7 @@ const (
 	defaultMaxBytes  = 1 << 30
 	defaultBlockSize = 1 << 20
 	// maxBlockSize bounds Options.BlockSize (a block is one buffer in
-	// memory and one Badger value).
+	// memory).
 	maxBlockSize = 16 << 20
 	// readaheadSlots bounds readahead fetches in flight across all files
 	// of a cache.
@@ -37,16 +39,18 @@ var ErrClosed = errors.New("cache: closed")
 
 // Options configure Open.
 type Options struct {
-	// Dir is the Badger directory; "" keeps everything in memory (tests).
+	// Dir holds the index (Badger) and, in Dir/blocks, the block files.
+	// "" (tests) keeps the index in memory and the blocks in a temporary
+	// folder that Close removes.
 	Dir string
-	// MaxBytes bounds the cached block bytes; least recently used blocks
-	// are evicted beyond it. Default 1 GiB.
+	// MaxBytes bounds the disk space the block files take (allocated
+	// bytes; see the package doc); least recently used blocks are
+	// evicted beyond it. Default 1 GiB.
 	MaxBytes int64
 	// BlockSize is the cache's unit of fetching and storing. Default
-	// 1 MiB, at most 16 MiB; in memory both are 512 KiB (Badger's
-	// in-memory mode holds values under 1 MiB only). A cache directory
-	// keeps the size it was created with: zero adopts it, another
-	// non-zero size makes Open fail.
+	// 1 MiB, at most 16 MiB. A cache directory keeps the size it was
+	// created with: zero adopts it, another non-zero size makes Open
+	// fail.
 	BlockSize int64
 	// Logger receives warnings (store failures) and Badger's log, one
 	// level quieter. Nil discards.
@@ -56,9 +60,9 @@ type Options struct {
 	// pipeline (EVOFS_TRACE in evofs mount); nil traces nothing.
 	Trace io.Writer
 
-	// testFault, when set, is asked before each Badger get, put and
-	// delete ("get", "put", "delete") and a non-nil result is used as
-	// that operation's error. Tests only.
+	// testFault, when set, is asked before each block file write, read
+	// and punch or unlink ("put", "get", "delete") and a non-nil result
+	// is used as that operation's error. Tests only.
 	testFault func(op string) error
 	// testFree, when set, replaces the statfs of Dir in the free-space
 	// check (space.go). Tests only.
@@ -75,18 +79,16 @@ type Cache struct {
 	// Constant after Open
 	////////////////////////////////////////////////////////////////////
 
-	opt Options
-	db  *badger.DB
-	log *slog.Logger
-	bs  int64 // block size
-	// chunk is the size of the values a block is stored as.
-	chunk int64
-	max   int64 // MaxBytes
-	// churnLimit: evicted bytes after which maintenance is woken.
-	churnLimit int64
+	opt      Options
+	db       *badger.DB
+	log      *slog.Logger
+	bs       int64  // block size
+	max      int64  // MaxBytes
+	blockDir string // the block files' folder
+	tmpDir   string // removed by Close: the temporary Dir of Options.Dir ""
+	fsBlock  int64  // file-system block size of blockDir
 
-	// ctx is cancelled by Close: it stops fetches, readahead and
-	// maintenance.
+	// ctx is cancelled by Close: it stops fetches and readahead.
 	ctx    context.Context
 	cancel context.CancelFunc
 	// wg counts every goroutine the cache starts and every read in
@@ -96,8 +98,6 @@ type Cache struct {
 	raSlots chan struct{}
 	// pipe holds the bytes of readahead fetches until they are stored.
 	pipe *pipeline
-	// kick wakes maintenance early (buffered, one pending wake-up).
-	kick chan struct{}
 
 	// nextID is the last journal id handed out.
 	nextID atomic.Uint64
@@ -112,30 +112,36 @@ type Cache struct {
 	// Mutable state
 	////////////////////////////////////////////////////////////////////
 
-	// storeMu serialises block writes with the deletes of the blocks they
-	// evict (and with maintenance), so a delete can never land after a
-	// newer write of the same key. Never held while fetching.
+	// storeMu serialises every change of block files and of the index
+	// in Badger (writes, punches, unlinks, their index updates), so a
+	// punch can never land after a newer write of the same bytes. Never
+	// held while fetching.
 	storeMu sync.Mutex
-	// reclaimMu serialises reclaim (maintenance, and tests calling it).
-	reclaimMu sync.Mutex
-	// dirtyGate keeps dirty writes out of compaction's way (Badger refuses
-	// writes during DropPrefix): writes hold it shared, compact exclusive.
+	// dirtyGate: writes of dirty data and the journal hold it shared
+	// (dirty.go). Nothing takes it exclusively any more; it stays for
+	// dirty.go's sake.
 	dirtyGate sync.RWMutex
 
 	mu     sync.Mutex
 	closed bool // GUARDED_BY(mu)
-	// index has one entry per stored block; lru orders them, most
-	// recently used at the front. INVARIANT: used is the sum of their
-	// sizes, and used <= max after every store.
-	index map[string]*list.Element // GUARDED_BY(mu): key -> *lruEntry in lru
-	lru   *list.List               // GUARDED_BY(mu)
-	used  int64                    // GUARDED_BY(mu)
-	// inflight has one entry per block being fetched. INVARIANT: no key
-	// is in both inflight and index; store moves a key from one to the
-	// other in one critical section, so a reader that finds neither
-	// (under mu) may start a fetch without duplicating one.
-	inflight map[string]*fetch // GUARDED_BY(mu)
-	churn    int64             // GUARDED_BY(mu): bytes evicted since maintenance last ran
+	// versions has one entry per version with stored blocks (or pinned);
+	// lru orders every stored block, most recently used at the front.
+	// INVARIANT: used is the sum of the stored blocks' alloc, pinned of
+	// those of pinned versions, and used <= max after every store.
+	versions map[string]*version // GUARDED_BY(mu): by versionKey
+	lru      *list.List          // GUARDED_BY(mu): of *stored
+	used     int64               // GUARDED_BY(mu)
+	pinned   int64               // GUARDED_BY(mu)
+	nstored  int                 // GUARDED_BY(mu): blocks stored
+	seq      uint64              // GUARDED_BY(mu): last use sequence number handed out
+	// touched are stored blocks used since their index entry was last
+	// written: their recency is written out in batches (see store).
+	touched map[*stored]struct{} // GUARDED_BY(mu)
+	// inflight has one entry per block being fetched. INVARIANT: no
+	// block is both in inflight and stored; store moves a block from one
+	// to the other in one critical section, so a reader that finds
+	// neither (under mu) may start a fetch without duplicating one.
+	inflight map[string]*fetch // GUARDED_BY(mu): by blockKey
 
 	// bufs keeps fetch buffers of runCap bytes for reuse: a cold read
 	// allocating 16 MiB per fetch kept the heap churning, and under the
@@ -144,14 +150,8 @@ type Cache struct {
 	bufs   sync.Pool // of *[]byte
 	runCap int
 	// blockBufs keeps buffers of one block (cap bs) for Files' whole-block
-	// reads.
+	// reads and for verifying blocks.
 	blockBufs sync.Pool // of *[]byte
-}
-
-// lruEntry is one stored block in the LRU list.
-type lruEntry struct {
-	key  string
-	size int64
 }
 
 // fetch is one block download that any number of readers wait for.
@@ -176,7 +176,7 @@ type counters struct {
 	fetches, fetchedBytes, fetchErrors   atomic.Int64
 	readaheads                           atomic.Int64
 	evictions, evictedBytes, storeErrors atomic.Int64
-	gcRuns                               atomic.Int64
+	corrupt                              atomic.Int64
 	buffersReused                        atomic.Int64 // fetch buffers taken from bufs
 }
 
@@ -190,18 +190,21 @@ type Stats struct {
 	FetchErrors  int64 // failed fetches
 	Readaheads   int64 // fetches started by readahead
 	Evictions    int64 // blocks evicted
-	EvictedBytes int64 // bytes evicted
+	EvictedBytes int64 // disk bytes evicted (as counted against MaxBytes)
 	StoreErrors  int64 // store failures absorbed by reading from the remote
-	GCRuns       int64 // value-log files rewritten by maintenance
+	// Corrupt counts stored blocks that failed verification (checksum
+	// mismatch, short or missing file): each was dropped and is fetched
+	// again by the read that found it.
+	Corrupt int64
 }
 
 // Usage is what the cache holds.
 type Usage struct {
-	Bytes  int64 // block bytes (see the package doc on sizes after Open)
+	Bytes  int64 // disk bytes of the stored blocks, as counted against MaxBytes
 	Blocks int
 }
 
-// Open opens (or creates) the cache in o.Dir and rebuilds its LRU index.
+// Open opens (or creates) the cache in o.Dir and loads its index.
 func Open(o Options) (*Cache, error) {
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = defaultMaxBytes
@@ -213,30 +216,38 @@ func Open(o Options) (*Cache, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	bs := o.BlockSize
-	switch {
-	case bs == 0 && o.Dir == "":
-		bs = maxInMemoryBlock
-	case bs == 0:
+	if bs == 0 {
 		bs = defaultBlockSize
 	}
-	if o.Dir == "" && bs > maxInMemoryBlock {
-		return nil, fmt.Errorf("open block cache: block size %d is more than an in-memory cache can hold (%d)", bs, maxInMemoryBlock)
+	root, tmp := o.Dir, ""
+	if root == "" {
+		var err error
+		if tmp, err = os.MkdirTemp("", "evofs-cache-*"); err != nil {
+			return nil, fmt.Errorf("open block cache: make a temporary folder: %w", err)
+		}
+		root = tmp
+	}
+	blockDir := filepath.Join(root, blocksDirName)
+	if err := os.MkdirAll(blockDir, 0o700); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("open block cache: make %s: %w", blockDir, err)
 	}
 	db, bs, err := openDB(o, bs)
 	if err != nil {
+		os.RemoveAll(tmp)
 		return nil, err
 	}
 	c := &Cache{
-		opt: o, db: db, log: o.Logger, bs: bs, chunk: min(bs, chunkBytes), max: o.MaxBytes,
-		churnLimit: max(o.MaxBytes/8, bs),
-		raSlots:    make(chan struct{}, readaheadSlots),
-		pipe:       &pipeline{free: pipelineBytes, wake: make(chan struct{})},
-		kick:       make(chan struct{}, 1),
-		index:      make(map[string]*list.Element),
-		lru:        list.New(),
-		inflight:   make(map[string]*fetch),
-		trace:      newTracer(o.Trace),
-		runCap:     int(max(bs, maxRunBytes/bs*bs)),
+		opt: o, db: db, log: o.Logger, bs: bs, max: o.MaxBytes,
+		blockDir: blockDir, tmpDir: tmp, fsBlock: fsBlockSize(blockDir),
+		raSlots:  make(chan struct{}, readaheadSlots),
+		pipe:     &pipeline{free: pipelineBytes, wake: make(chan struct{})},
+		versions: make(map[string]*version),
+		lru:      list.New(),
+		touched:  make(map[*stored]struct{}),
+		inflight: make(map[string]*fetch),
+		trace:    newTracer(o.Trace),
+		runCap:   int(max(bs, maxRunBytes/bs*bs)),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.pipe.closed = c.ctx.Done()
@@ -253,61 +264,16 @@ func Open(o Options) (*Cache, error) {
 		if c.local != nil {
 			c.closeLocal()
 		}
+		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
-	}
-	if o.Dir != "" {
-		// Run once now: the previous run's evictions may have left garbage.
-		c.mu.Lock()
-		c.churn = max(c.churn, 1)
-		c.mu.Unlock()
-		select {
-		case c.kick <- struct{}{}:
-		default: // rebuild's evictions already woke it
-		}
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.maintain(c.kick)
-		}()
 	}
 	return c, nil
 }
 
-// openDB opens Badger and settles the block size: a new cache records bs;
-// an existing one keeps its own, which o.BlockSize must match if set.
-func openDB(o Options, bs int64) (*badger.DB, int64, error) {
-	for {
-		db, err := badger.Open(badgerOptions(o.Dir, bs, o.MaxBytes, o.Logger))
-		if err != nil {
-			return nil, 0, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
-		}
-		stored, format, err := readConfig(db)
-		switch {
-		case err == nil && stored == 0:
-			err = writeConfig(db, bs)
-		case err == nil && stored > maxBlockSize:
-			err = fmt.Errorf("it records block size %d, more than this evofs supports (%d)", stored, maxBlockSize)
-		case err == nil && stored != bs && o.BlockSize != 0:
-			err = fmt.Errorf("it was created with block size %d, not %d (remove it or use that size)", stored, o.BlockSize)
-		case err == nil && stored != bs:
-			// Options depend on the block size: reopen with the stored one.
-			db.Close()
-			bs = stored
-			continue
-		case err == nil && format < formatVersion:
-			err = upgrade(db, bs)
-		}
-		if err != nil {
-			db.Close()
-			return nil, 0, fmt.Errorf("open block cache in %q: %w", o.Dir, err)
-		}
-		return db, bs, nil
-	}
-}
-
-// Close stops readahead and maintenance, cancels fetches in flight, waits
-// for them and for reads in progress, and closes the store. Reads after
-// Close fail with ErrClosed.
+// Close stops readahead, cancels fetches in flight, waits for them and for
+// reads in progress, writes out the recency of recent hits and closes the
+// index. Reads after Close fail with ErrClosed. Files handed out by
+// Backing stay readable; their release funcs may still be called.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -320,7 +286,18 @@ func (c *Cache) Close() error {
 	c.wg.Wait()
 	c.trace.flush()
 	lerr := c.closeLocal()
-	if err := c.db.Close(); err != nil {
+	c.storeMu.Lock()
+	if err := c.flushTouched(0); err != nil {
+		c.log.Warn("block cache: recency of recent hits not saved", "err", err)
+	}
+	c.storeMu.Unlock()
+	err := c.db.Close()
+	if c.tmpDir != "" {
+		if rerr := os.RemoveAll(c.tmpDir); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("close block cache: %w", err)
 	}
 	return lerr
@@ -329,16 +306,19 @@ func (c *Cache) Close() error {
 // BlockSize is the cache's block size.
 func (c *Cache) BlockSize() int64 { return c.bs }
 
-// Usage reports the bytes and blocks stored.
+// Usage reports the disk bytes and blocks stored.
 func (c *Cache) Usage() Usage {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Usage{Bytes: c.used, Blocks: len(c.index)}
+	return Usage{Bytes: c.used, Blocks: c.nstored}
 }
 
 // Has reports whether block idx of v is stored.
 func (c *Cache) Has(v Version, idx int64) bool {
-	return c.stored(blockKey(versionPrefix(v), idx))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ve := c.versions[versionKey(v)]
+	return ve != nil && ve.blocks[idx] != nil
 }
 
 // Stats returns the counters.
@@ -348,7 +328,7 @@ func (c *Cache) Stats() Stats {
 		Hits: s.hits.Load(), Misses: s.misses.Load(), SharedWaits: s.sharedWaits.Load(),
 		Fetches: s.fetches.Load(), FetchedBytes: s.fetchedBytes.Load(), FetchErrors: s.fetchErrors.Load(),
 		Readaheads: s.readaheads.Load(), Evictions: s.evictions.Load(), EvictedBytes: s.evictedBytes.Load(),
-		StoreErrors: s.storeErrors.Load(), GCRuns: s.gcRuns.Load(),
+		StoreErrors: s.storeErrors.Load(), Corrupt: s.corrupt.Load(),
 	}
 }
 
@@ -379,16 +359,17 @@ func (c *Cache) goTracked(fn func()) bool {
 
 // block identifies one block of one open version.
 type block struct {
-	key []byte
-	idx int64
-	len int64 // bytes in the block
-	v   *Version
-	src Fetcher
+	key  []byte // blockKey: its index key and in-flight map key
+	vkey string // versionKey of v
+	idx  int64
+	len  int64 // bytes in the block
+	v    *Version
+	src  Fetcher
 }
 
 // readBlock copies bytes [off, off+len(dst)) of block b into dst: from the
-// store, or by waiting for the block's fetch (starting one if none is in
-// flight). ctx bounds only this reader's wait.
+// store (verified), or by waiting for the block's fetch (starting one if
+// none is in flight). ctx bounds only this reader's wait.
 //
 // LOCKS_EXCLUDED(c.mu, c.storeMu)
 func (c *Cache) readBlock(ctx context.Context, b block, dst []byte, off int64) error {
@@ -401,19 +382,17 @@ func (c *Cache) readBlock(ctx context.Context, b block, dst []byte, off int64) e
 			c.mu.Unlock()
 			return ErrClosed
 		}
-		if el, ok := c.index[string(b.key)]; ok {
-			c.lru.MoveToFront(el)
-			if e := el.Value.(*lruEntry); e.size != b.len { // an estimate from Open
-				c.used += b.len - e.size
-				e.size = b.len
-			}
+		if s := c.storedLocked(b); s != nil {
+			c.touchLocked(s)
+			name, crc := s.ver.name, s.crc
 			c.mu.Unlock()
-			err := c.get(b.key, b.len, dst, off)
+			err := c.readBlockFile(name, b.idx, b.len, crc, dst, off)
 			if err == nil {
+				c.markVerified(s)
 				c.stats.hits.Add(1)
 				return nil
 			}
-			c.forget(b.key, el, err)
+			c.forget(s, err)
 			continue // fetch it
 		}
 		fl, shared := c.inflight[string(b.key)], true
@@ -514,8 +493,7 @@ func (c *Cache) prefetchRun(run []block, release, settled func()) bool {
 		return false
 	}
 	missing := func(b block) bool {
-		_, stored := c.index[string(b.key)]
-		return !stored && c.inflight[string(b.key)] == nil
+		return c.storedLocked(b) == nil && c.inflight[string(b.key)] == nil
 	}
 	for len(run) > 0 && !missing(run[0]) {
 		run = run[1:]
@@ -636,7 +614,7 @@ func (c *Cache) runFetch(ctx context.Context, fls []*fetch, run []block, release
 		release()
 	}
 	for i := range handed {
-		c.store(run[i].key, fls[i].data)
+		c.store(run[i], fls[i].data)
 		c.trace.mark(&run[i], "stored")
 	}
 	// Every block is out of the in-flight map now: no new waiter can
@@ -694,123 +672,6 @@ func (p *pipeline) release(n int64) {
 	close(p.wake)
 	p.wake = make(chan struct{})
 	p.mu.Unlock()
-}
-
-// store writes a fetched block, adds it to the index, takes its fetch
-// out of the in-flight map, and evicts least recently used blocks past
-// MaxBytes. A block larger than MaxBytes is not stored. A store failure
-// is absorbed: the block's readers already have it.
-//
-// LOCKS_EXCLUDED(c.mu, c.storeMu)
-func (c *Cache) store(key, data []byte) {
-	size := int64(len(data))
-	c.storeMu.Lock()
-	defer c.storeMu.Unlock()
-	var err error
-	if size <= c.max {
-		err = c.put(key, data)
-	}
-	c.mu.Lock()
-	delete(c.inflight, string(key))
-	var victims []lruEntry
-	if err == nil && size <= c.max {
-		c.addLocked(key, size)
-		victims = c.evictLocked(key)
-	}
-	c.mu.Unlock()
-	if err != nil {
-		c.storeFailed("store block", err)
-		return
-	}
-	if err := c.deleteLocked(victims); err != nil {
-		c.storeFailed("evict", err)
-		return
-	}
-	c.storeRecovered()
-}
-
-// forget drops el (the index entry of key) after a failed get, unless it
-// was replaced meanwhile. A block of the wrong length is also deleted.
-//
-// LOCKS_EXCLUDED(c.mu, c.storeMu)
-func (c *Cache) forget(key []byte, el *list.Element, err error) {
-	corrupt := errors.Is(err, errCorrupt)
-	switch {
-	case corrupt:
-		c.log.Warn("dropping a cached block of the wrong length", "key", fmt.Sprintf("%q", key), "err", err)
-	case !errors.Is(err, badger.ErrKeyNotFound):
-		c.storeFailed("read block", err)
-	}
-	c.storeMu.Lock()
-	defer c.storeMu.Unlock()
-	c.mu.Lock()
-	same := c.index[string(key)] == el
-	if same {
-		c.removeLocked(el)
-	}
-	c.mu.Unlock()
-	if same && corrupt {
-		// Of unknown length: every chunk a block can have.
-		if err := c.deleteLocked([]lruEntry{{key: string(key), size: c.bs}}); err != nil {
-			c.storeFailed("delete damaged block", err)
-		}
-	}
-}
-
-// addLocked puts key at the front of the LRU list.
-//
-// LOCKS_REQUIRED(c.mu)
-func (c *Cache) addLocked(key []byte, size int64) {
-	if el, ok := c.index[string(key)]; ok {
-		e := el.Value.(*lruEntry)
-		c.used += size - e.size
-		e.size = size
-		c.lru.MoveToFront(el)
-		return
-	}
-	k := string(key)
-	c.index[k] = c.lru.PushFront(&lruEntry{key: k, size: size})
-	c.used += size
-}
-
-// removeLocked drops el from the index.
-//
-// LOCKS_REQUIRED(c.mu)
-func (c *Cache) removeLocked(el *list.Element) {
-	e := el.Value.(*lruEntry)
-	c.lru.Remove(el)
-	delete(c.index, e.key)
-	c.used -= e.size
-}
-
-// evictLocked removes least recently used entries, other than keep, until
-// the cache fits MaxBytes, and returns them for deleteLocked.
-//
-// LOCKS_REQUIRED(c.mu)
-func (c *Cache) evictLocked(keep []byte) []lruEntry {
-	var victims []lruEntry
-	for c.used > c.max {
-		el := c.lru.Back()
-		if el == nil {
-			break
-		}
-		e := el.Value.(*lruEntry)
-		if keep != nil && e.key == string(keep) {
-			break // alone and still too big: store checks size <= max first
-		}
-		c.removeLocked(el)
-		victims = append(victims, *e)
-		c.stats.evictions.Add(1)
-		c.stats.evictedBytes.Add(e.size)
-		c.churn += e.size
-	}
-	if c.churn >= c.churnLimit {
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
-	}
-	return victims
 }
 
 // storeFailed counts a store failure and logs the first of an outage.

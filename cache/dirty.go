@@ -329,15 +329,15 @@ func (d *Dirty) migrateLocked() error {
 		return fmt.Errorf("journal its content file: %w", err)
 	}
 	d.rec = rec
-	if err := d.c.deleteKeys(keys); err != nil {
+	if err := d.c.deleteDirtyKeys(keys); err != nil {
 		d.c.log.Warn("delete dirty pages moved into a content file failed; they go with the content", "path", "/"+rec.Path, "err", err)
 	}
 	d.c.log.Info("moved local content from the cache database into a content file", "path", "/"+rec.Path, "pages", len(keys), "size", rec.Size)
 	return nil
 }
 
-// deleteKeys deletes keys of dirty data in write batches.
-func (c *Cache) deleteKeys(keys [][]byte) error {
+// deleteDirtyKeys deletes keys of dirty data in write batches.
+func (c *Cache) deleteDirtyKeys(keys [][]byte) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -973,7 +973,7 @@ func (d *Dirty) Remove() error {
 		return nil
 	})
 	if err == nil {
-		err = d.c.deleteKeys(keys)
+		err = d.c.deleteDirtyKeys(keys)
 	}
 	if err != nil {
 		return fmt.Errorf("remove dirty %s: %w", d.rec.Path, err)

@@ -1,50 +1,92 @@
 // Package cache is evofs's persistent read cache: fixed-size blocks of
-// immutable file versions kept in Badger, and a per-open-file reader
-// ([File]) that reads through it with shared fetches and adaptive
-// readahead. It knows nothing of FUSE or of the remote API; bytes come from
-// a [Fetcher] (a ranged GET on one version) that the caller supplies.
+// immutable file versions kept in plain sparse files with a small index in
+// Badger, and a per-open-file reader ([File]) that reads through it with
+// shared fetches and adaptive readahead. It knows nothing of FUSE or of
+// the remote API; bytes come from a [Fetcher] (a ranged GET on one
+// version) that the caller supplies.
 //
-// # Keys
+// # Layout
 //
 // Block i of a version covers [i*BlockSize, min((i+1)*BlockSize, Size)).
-// It is stored under
+// Each cached version has one sparse file in <Dir>/blocks, named by the
+// hex sha256 of its version key (fileID 0x00 versionID 0x00, with 0x00
+// and 0x01 inside an ID escaped), so any ID makes a safe name and two
+// versions never share a file. Block i lives at offset i*BlockSize of it:
+// it is written with one pwrite and read with pread straight into the
+// reader's buffer; nothing is memory-mapped. Blocks are never keyed by
+// path: a new version is a new file, so nothing in this package is ever
+// invalidated. With Options.Dir "" (tests) the files go to a temporary
+// folder that Close removes, and the index stays in memory.
 //
-//	'b' fileID 0x00 versionID 0x00 bigendian64(i)
+// # Index
 //
-// (0x00 and 0x01 inside an ID are escaped, so two versions never share a
-// key). Blocks are never keyed by path: a new version is a new key, so
-// nothing in this package is ever invalidated. One small metadata key,
-// 'm' "config", records the format and the block size; the block size of a
-// cache directory is fixed when it is created. Opening it with
-// [Options.BlockSize] zero adopts the stored size; opening it with a
-// different non-zero size fails.
+// Badger holds, per version, a header 'v' versionKey -> size, and per
+// stored block an entry 'k' versionKey bigendian64(i) -> crc32c (4 bytes)
+// and a use sequence number (8 bytes). One key per block rather than one
+// per version: storing a block writes 17 bytes plus the key, whatever the
+// version's size, where a per-version bitmap and checksum list would be
+// rewritten whole for every block of a large file. Index values are far
+// below Badger's value threshold, so the index lives in the LSM tree and
+// compactions reclaim deleted entries: blocks need no value-log GC, and
+// none runs. (Dirty pages still go to the value log, and their deleted
+// ones are not reclaimed until they move out of Badger; see store.go.)
+// One more key, 'm' "config", records the format and the block
+// size; the block size of a cache directory is fixed when it is created.
+// Opening it with [Options.BlockSize] zero adopts the stored size; opening
+// it with a different non-zero size fails. Open reads the whole index
+// into memory (a few dozen bytes per block).
+//
+// A block is indexed only after its pwrite has returned, and its entry is
+// deleted only after its bytes are punched. No fsync: after an unclean
+// stop the index may claim bytes that never reached the disk, which the
+// checksum catches (below); bytes written but not indexed are punched at
+// the next Open (a file holding more than its indexed blocks has the rest
+// punched, a file of no indexed version is removed).
+//
+// # Verification
+//
+// Every read of a stored block reads the whole block and checks its
+// crc32c (hardware-accelerated, about 10 GB/s: a 1 MiB block costs some
+// 100 µs of CPU on top of the copy from the page cache, a few percent of
+// a warm read). A block whose checksum does not match, whose file is
+// short (truncated) or gone is dropped from the index, its bytes punched,
+// counted in [Stats].Corrupt, logged, and fetched again by the read that
+// found it. No byte is ever served unverified.
 //
 // # Eviction
 //
-// The cache holds at most [Options.MaxBytes] bytes of block data (keys and
-// Badger's own overhead are not counted). An in-memory LRU list over every
-// stored key (key and size, no data) is touched on each hit; a store that
-// would pass the bound deletes the least recently used blocks in one
-// WriteBatch. The list is not persisted: Open rebuilds it with a keys-only
-// iteration ordered by each key's Badger commit version, so after a restart
-// recency is "most recently written", and hits of the previous run are
-// forgotten. Sizes read back at Open are Badger's estimate (exact for full
-// blocks, within a few bytes for a short last block) and become exact at
-// the block's first hit.
+// The cache holds at most [Options.MaxBytes] bytes of block files on
+// disk. A block counts as every file-system block it touches (allocOf):
+// for full blocks of a multiple of the file-system block size that is
+// exactly their allocation; a short last block counts rounded up; a block
+// size that is not such a multiple counts shared file-system blocks twice.
+// The index and Badger's own files are not counted (they are small: tens
+// of bytes per block). An LRU list over every stored block (no data) is
+// touched on each hit; a store that would pass the bound evicts the least
+// recently used blocks: a version that loses its last block has its file
+// unlinked, other evicted blocks are punched (fallocate PUNCH_HOLE,
+// KEEP_SIZE). Recency survives restarts coarsely: hits are written back to
+// the index in batches (every 256 hits, and at Close), and Open orders
+// the list by each block's last recorded use.
 //
-// # Disk space
+// # Passthrough
 //
-// Blocks of 4 KiB or more live in Badger's value log, so they are written
-// once and never rewritten by LSM compactions; smaller ones stay in the LSM
-// tree. A deleted value-log entry is only reclaimed by value-log GC, and
-// Badger's GC only sees garbage that a compaction has counted. The pointer
-// entries of a block cache are so small that the memtable would almost
-// never be flushed and the garbage never counted (measured: 400 MiB of
-// value log for 16 MiB of live blocks). So a maintenance goroutine, woken
-// when evictions since its last run pass MaxBytes/8 and every 10 minutes,
-// flushes the memtable (DropPrefix of a marker key, which also compacts L0),
-// flattens the tree, and then runs RunValueLogGC(0.5) until it has nothing
-// to do (measured: the value log stays at the live size). Close stops it.
+// [Cache.Complete] tells whether every block of a version is stored;
+// [Cache.Backing] hands out the version's file, open read-only, for the
+// kernel to read directly, once every block is stored and has passed its
+// checksum since Open: blocks not yet verified this run (stored this run,
+// or found at Open) are read and checked then, once per version and Open.
+// A handed-out version is pinned until its release func is called:
+// eviction skips it, and a new block that cannot fit beside the pinned
+// versions is not stored.
+//
+// # Old formats
+//
+// Formats 1 and 2 stored blocks as Badger values under 'b' keys. Opening
+// such a cache drops those keys (one DropPrefix), runs value-log GC at
+// most twice so their space can come back, logs one line, and keeps the
+// journal, dirty pages, local folders and waiting deletes ('j', 'd', 'l',
+// 'x') untouched.
 //
 // # Concurrency
 //
@@ -80,12 +122,11 @@
 //
 // # Failure
 //
-// The store fails soft: if Badger cannot read or write (disk full, I/O
-// error), reads are served from the Fetcher, the failure is counted in
-// [Stats].StoreErrors, and one warning is logged per outage. A stored
-// block whose length is not what its version implies is deleted and
-// fetched again; Badger verifies value checksums on every read. The cache
-// never returns bytes it has not verified this way.
+// The store fails soft: if a block file or the index cannot be read or
+// written (disk full, I/O error), reads are served from the Fetcher, the
+// failure is counted in [Stats].StoreErrors, and one warning is logged
+// per outage. Block writes also keep a reserve free on the cache disk for
+// Badger (space.go).
 //
 // # Dirty data
 //
@@ -127,5 +168,7 @@
 // store that lags behind the network stalls readahead instead of growing
 // memory. Demand fetches (one block per waiting reader) come on top, and a
 // handle's last block may keep its run's buffer (at most 16 MiB) alive.
-// Hits are copied straight from Badger into the reader's buffer.
+// A hit of a whole block is read (pread) straight into the reader's
+// buffer; a piece of a block is read whole into a pooled buffer to be
+// verified, then copied.
 package cache

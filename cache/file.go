@@ -76,7 +76,7 @@ type File struct {
 	c       *Cache
 	v       Version
 	src     Fetcher
-	prefix  []byte // key prefix of v's blocks
+	vkey    string // versionKey(v)
 	nblocks int64
 	maxRA   int
 	par     int
@@ -137,7 +137,7 @@ func (c *Cache) File(v Version, src Fetcher, o FileOptions) *File {
 		o.FetchSize = defaultFetchSize
 	}
 	return &File{
-		c: c, v: v, src: src, prefix: versionPrefix(v),
+		c: c, v: v, src: src, vkey: versionKey(v),
 		nblocks: (v.Size + c.bs - 1) / c.bs,
 		maxRA:   o.Readahead, par: o.Parallelism,
 		// Half the window at most, so that two fetches overlap.
@@ -351,7 +351,7 @@ func (f *File) release(lb *loadedBlock) {
 // block describes block idx of f's version.
 func (f *File) block(idx int64) block {
 	return block{
-		key: blockKey(f.prefix, idx), idx: idx,
+		key: blockKey(f.vkey, idx), vkey: f.vkey, idx: idx,
 		len: min(f.c.bs, f.v.Size-idx*f.c.bs),
 		v:   &f.v, src: f.src,
 	}
@@ -469,12 +469,12 @@ func (f *File) readahead() {
 //
 // LOCKS_REQUIRED(f.mu)
 func (f *File) takeRunLocked() (first, next int64, gen uint64, wait bool) {
-	for f.raNext < f.raEnd && f.c.present(blockKey(f.prefix, f.raNext)) {
+	for f.raNext < f.raEnd && f.c.present(f.block(f.raNext)) {
 		f.raNext++
 	}
 	first, gen = f.raNext, f.raGen
 	next = first
-	for next < f.raEnd && next-first < f.run && !f.c.present(blockKey(f.prefix, next)) {
+	for next < f.raEnd && next-first < f.run && !f.c.present(f.block(next)) {
 		next++
 	}
 	if next == f.raEnd && next-first < f.run && f.raEnd < f.nblocks {
@@ -565,18 +565,9 @@ func (f *File) acquire(n int64) (release, settled func(), ok bool) {
 	return func() { <-c.raSlots; <-f.slots }, func() { c.pipe.release(n) }, true
 }
 
-// present reports whether key is stored or being fetched.
-func (c *Cache) present(key []byte) bool {
+// present reports whether b is stored or being fetched.
+func (c *Cache) present(b block) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.index[string(key)]
-	return ok || c.inflight[string(key)] != nil
-}
-
-// stored reports whether key is in the index.
-func (c *Cache) stored(key []byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.index[string(key)]
-	return ok
+	return c.storedLocked(b) != nil || c.inflight[string(b.key)] != nil
 }

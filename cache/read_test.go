@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,13 +159,21 @@ func TestKeysOfDifferentVersionsDiffer(t *testing.T) {
 		{FileID: "ab", VersionID: ""},
 		{FileID: "", VersionID: "ab"},
 	}
-	seen := map[string]Version{}
+	seen, names := map[string]Version{}, map[string]Version{}
 	for _, v := range vs {
-		k := string(versionPrefix(v))
+		k := versionKey(v)
 		if w, ok := seen[k]; ok {
-			t.Errorf("%+v and %+v share the key prefix %q", v, w, k)
+			t.Errorf("%+v and %+v share the version key %q", v, w, k)
 		}
 		seen[k] = v
+		name := fileName(k)
+		if w, ok := names[name]; ok {
+			t.Errorf("%+v and %+v share the block file %s", v, w, name)
+		}
+		names[name] = v
+		if len(name) != 64 || strings.Trim(name, "0123456789abcdef") != "" {
+			t.Errorf("block file name %q of %+v is not 64 hex digits", name, v)
+		}
 	}
 }
 

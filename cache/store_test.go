@@ -3,21 +3,16 @@ package cache
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	badger "github.com/dgraph-io/badger/v4"
 )
 
 // readBlocks reads one byte of each listed block through a File without
@@ -212,7 +207,7 @@ func TestReopenWithAnotherBlockSizeFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "block size 65536") {
 		t.Fatalf("reopen with another block size: %v", err)
 	}
-	for _, bad := range []Options{{BlockSize: -1}, {BlockSize: 32 << 20, Dir: dir}, {BlockSize: 1 << 20}} {
+	for _, bad := range []Options{{BlockSize: -1}, {BlockSize: 32 << 20, Dir: dir}} {
 		if c, err := Open(bad); err == nil {
 			c.Close()
 			t.Errorf("Open(%+v) succeeded", bad)
@@ -258,83 +253,6 @@ func TestStoreFailureFailsSoft(t *testing.T) {
 			})
 		})
 	}
-}
-
-func TestDamagedBlockIsRefetched(t *testing.T) {
-	const bs = 64 << 10
-	dir := t.TempDir()
-	v := Version{FileID: "dmg", VersionID: "1", Size: 3 * bs}
-	src := newSource(v.Size, 0)
-	c1, _ := openCache(t, "disk", dir, Options{BlockSize: bs})
-	// A value of the wrong length under block 1's key, as a bug or an
-	// older format could leave.
-	key := chunkKey(blockKey(versionPrefix(v), 1), 0)
-	// (Through c1.update: the cache's own compaction may be running.)
-	if err := c1.update(func(txn *badger.Txn) error { return txn.Set(key, []byte("short")) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := c1.Close(); err != nil {
-		t.Fatal(err)
-	}
-	c2, logs := openCache(t, "disk", dir, Options{})
-	if !c2.Has(v, 1) {
-		t.Fatal("the planted block is not indexed")
-	}
-	p := make([]byte, 100)
-	if _, err := c2.File(v, src, FileOptions{}).ReadAt(t.Context(), p, bs+5); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(p, src.want(bs+5, 100)) || src.calls.Load() != 1 {
-		t.Errorf("damaged block: right bytes %v, %d fetches (want 1)", bytes.Equal(p, src.want(bs+5, 100)), src.calls.Load())
-	}
-	if !strings.Contains(logs.String(), "wrong length") {
-		t.Error("damaged block not logged")
-	}
-	waitFor(t, 5*time.Second, "the block to be stored again", func() bool { return c2.Has(v, 1) })
-}
-
-func TestDiskSpaceIsReclaimed(t *testing.T) {
-	const bs = 1 << 20
-	const maxBytes = 16 * bs
-	dir := t.TempDir()
-	c, _ := openCache(t, "disk", dir, Options{BlockSize: bs, MaxBytes: maxBytes})
-	// 96 distinct blocks through a 16-block cache: 80 evicted.
-	v := Version{FileID: "churn", VersionID: "1", Size: 96 * bs}
-	src := newSource(v.Size, 0)
-	for b := range int64(96) {
-		readBlocks(t, c, v, src, b)
-	}
-	if err := c.reclaim(); err != nil {
-		t.Fatal(err)
-	}
-	vlog := valueLogBytes(t, dir)
-	t.Logf("value log %d MiB for %d MiB cached (%d MiB written); %d GC rewrites", vlog>>20, c.Usage().Bytes>>20, 96, c.Stats().GCRuns)
-	// Live data, the file being written (preallocated up to twice its
-	// size) and a file's worth below the discard ratio.
-	if limit := int64(maxBytes + 3*minVlogFile + maxBytes/2); vlog > limit {
-		t.Errorf("value log holds %d MiB after reclaiming; want at most %d MiB", vlog>>20, limit>>20)
-	}
-}
-
-// valueLogBytes is the disk space the value-log files of dir take.
-func valueLogBytes(t *testing.T, dir string) int64 {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, e := range es {
-		if filepath.Ext(e.Name()) != ".vlog" {
-			continue
-		}
-		var st syscall.Stat_t
-		if err := syscall.Stat(filepath.Join(dir, e.Name()), &st); err != nil {
-			t.Fatal(err)
-		}
-		n += st.Blocks * 512
-	}
-	return n
 }
 
 func TestCloseCancelsFetchesAndFailsReads(t *testing.T) {
@@ -386,119 +304,5 @@ func TestBlockLargerThanCacheIsNotStored(t *testing.T) {
 	}
 	if u := c.Usage(); u.Bytes != 0 {
 		t.Errorf("usage %+v with MaxBytes below one block", u)
-	}
-}
-
-// TestChunkedBlocks: blocks larger than a chunk are stored as several
-// values; random reads across chunk and block edges return the source's
-// bytes, from the fetch and then from the store, also after a reopen
-// (whose index adds the chunks up to each block's size).
-func TestChunkedBlocks(t *testing.T) {
-	const bs = 4*chunkBytes + chunkBytes/2 // four full chunks and a half one
-	dir := t.TempDir()
-	v := Version{FileID: "chunks", VersionID: "1", Size: 5*bs + chunkBytes + 77} // a short last block of two chunks
-	src := newSource(v.Size, 3)
-	check := func(c *Cache, s *source) {
-		t.Helper()
-		f := c.File(v, s, FileOptions{})
-		defer f.Close()
-		rng := rand.New(rand.NewPCG(1, 2))
-		for range 200 {
-			off := rng.Int64N(v.Size)
-			n := min(1+rng.Int64N(2*chunkBytes), v.Size-off)
-			p := make([]byte, n)
-			if _, err := f.ReadAt(t.Context(), p, off); err != nil && !errors.Is(err, io.EOF) {
-				t.Fatalf("read %d at %d: %v", n, off, err)
-			}
-			if !bytes.Equal(p, src.want(off, n)) {
-				t.Fatalf("read %d at %d: other bytes", n, off)
-			}
-		}
-		if sum(readAll(t, f, v.Size, 100000)) != sum(src.want(0, v.Size)) {
-			t.Fatal("sequential read: other bytes")
-		}
-		settle(t, c, f)
-	}
-	c1, _ := openCache(t, "disk", dir, Options{BlockSize: bs})
-	check(c1, src)
-	usage := c1.Usage()
-	if usage.Blocks != 6 || usage.Bytes != v.Size {
-		t.Errorf("usage %+v, want 6 blocks of %d bytes", usage, v.Size)
-	}
-	if err := c1.Close(); err != nil {
-		t.Fatal(err)
-	}
-	offline := newSource(v.Size, 3)
-	offline.setFail(errors.New("the remote must not be asked"))
-	c2, _ := openCache(t, "disk", dir, Options{})
-	if u := c2.Usage(); u.Blocks != 6 || u.Bytes < v.Size-64 || u.Bytes > v.Size+64 {
-		t.Errorf("usage after reopen %+v, want 6 blocks of about %d bytes", u, v.Size)
-	}
-	check(c2, offline)
-	if n := offline.calls.Load(); n != 0 {
-		t.Errorf("%d fetches after reopen, want 0", n)
-	}
-	if u := c2.Usage(); u != usage {
-		t.Errorf("usage after reading everything %+v, want %+v", u, usage)
-	}
-}
-
-// TestOlderFormatDropsBlocksKeepsJournal: a cache written by format 1
-// (one value per block) opens with its blocks gone and its journal kept.
-func TestOlderFormatDropsBlocksKeepsJournal(t *testing.T) {
-	const bs = 64 << 10
-	dir := t.TempDir()
-	c1, _ := openCache(t, "disk", dir, Options{BlockSize: bs})
-	d, err := c1.NewDirty(Record{Path: "kept.txt"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.WriteAt(t.Context(), []byte("acknowledged"), 0); err != nil {
-		t.Fatal(err)
-	}
-	old := blockKey(versionPrefix(Version{FileID: "f", VersionID: "1"}), 0)
-	v1 := make([]byte, 9)
-	v1[0] = 1
-	binary.BigEndian.PutUint64(v1[1:], bs)
-	// Through c1.update: a compaction of c1's own (DropPrefix) may be
-	// running, and blocks a bare write meanwhile.
-	if err := c1.update(func(txn *badger.Txn) error {
-		if err := txn.Set(old, bytes.Repeat([]byte{7}, bs)); err != nil {
-			return err
-		}
-		return txn.Set(configKey, v1)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c1.Close(); err != nil {
-		t.Fatal(err)
-	}
-	c2, _ := openCache(t, "disk", dir, Options{})
-	if u := c2.Usage(); u.Blocks != 0 {
-		t.Errorf("usage %+v after the upgrade, want no blocks", u)
-	}
-	if err := c2.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(old)
-		return err
-	}); !errors.Is(err, badger.ErrKeyNotFound) {
-		t.Errorf("format-1 block still stored: %v", err)
-	}
-	if bs2, format, err := readConfig(c2.db); err != nil || format != formatVersion || bs2 != bs {
-		t.Errorf("config after the upgrade: block size %d, format %d, %v", bs2, format, err)
-	}
-	recs, err := c2.Journal()
-	if err != nil || len(recs) != 1 || recs[0].Path != "kept.txt" || recs[0].Size != 12 {
-		t.Fatalf("journal after the upgrade: %+v, %v", recs, err)
-	}
-	d2, err := c2.OpenDirty(recs[0], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := make([]byte, 12)
-	if _, err := d2.ReadAt(t.Context(), p, 0); err != nil && !errors.Is(err, io.EOF) {
-		t.Fatal(err)
-	}
-	if string(p) != "acknowledged" {
-		t.Errorf("journaled bytes after the upgrade: %q", p)
 	}
 }

@@ -17,7 +17,7 @@ import (
 // Steps: want (readahead picked the block), slot (it got its readahead
 // slots), fetch (the Fetcher was called; "demand" or "readahead" follows),
 // first-byte (the Fetcher's own mark: the response began), fetched (the
-// Fetcher returned), stored (it is in Badger, or was dropped), wait and
+// Fetcher returned), stored (it is in its file and indexed, or was dropped), wait and
 // woke (a reader blocked on the block and got it).
 type tracer struct {
 	t0 time.Time

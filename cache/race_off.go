@@ -1,6 +1,0 @@
-//go:build !race
-
-package cache
-
-// gcHoldsWrites: see valueLogGC.
-const gcHoldsWrites = false
