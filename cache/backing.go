@@ -5,11 +5,16 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"sync"
 )
+
+// Dir is the folder of the cache's block files: files made there can be
+// the kernel's backing files as the cache's own are.
+func (c *Cache) Dir() string { return c.blockDir }
 
 // Complete reports whether every block of v is stored (a version of size
 // 0 never is: it has no file). A File whose reads just completed its
@@ -28,7 +33,7 @@ func (c *Cache) Complete(v Version) bool {
 // Complete reports whether every block of f's version is stored.
 func (f *File) Complete() bool { return f.c.Complete(f.v) }
 
-// Backing returns v's block file, open read-only, when every block of v
+// Backing returns v's block file when every block of v
 // is stored and its bytes have passed their checksum since Open: blocks
 // not yet verified this run are read and checked now (once per version
 // and Open; a block that fails is dropped, to be fetched again, and
@@ -64,7 +69,9 @@ func (c *Cache) Backing(ctx context.Context, v Version) (f *os.File, release fun
 	var once sync.Once
 	release = func() { once.Do(func() { c.unpin(ve) }) }
 
-	f, err := os.Open(c.blockPath(ve.name))
+	// Read-write: a writer that joins the version's passthrough readers
+	// makes the file its content (AdoptDirty), and writes through it.
+	f, err := os.OpenFile(c.blockPath(ve.name), os.O_RDWR, 0)
 	if err != nil {
 		release()
 		if os.IsNotExist(err) {
@@ -148,4 +155,44 @@ func (c *Cache) unpin(ve *version) {
 	if err != nil {
 		c.storeFailed("drop an emptied version", err)
 	}
+}
+
+// detach takes version v out of the read cache for AdoptDirty, which has
+// given its file another name: its blocks leave the index, in memory and
+// in Badger, and its file leaves the blocks folder. The read cache never
+// writes, punches or removes that file again; the next read of v fetches
+// it into a new one. Pins handed out by Backing stay valid (their release
+// finds the version gone).
+//
+// LOCKS_EXCLUDED(c.mu, c.storeMu)
+func (c *Cache) detach(v Version) error {
+	c.storeMu.Lock()
+	defer c.storeMu.Unlock()
+	vkey := versionKey(v)
+	c.mu.Lock()
+	ve := c.versions[vkey]
+	if ve == nil {
+		c.mu.Unlock()
+		return errors.New("the version is not in the read cache")
+	}
+	keys := [][]byte{headerKey(vkey)}
+	for _, s := range ve.blocks {
+		keys = append(keys, blockKey(vkey, s.idx))
+		c.lru.Remove(s.el)
+		delete(c.touched, s)
+		c.used -= s.alloc
+		c.nstored--
+	}
+	if ve.pins > 0 {
+		c.pinned -= ve.alloc
+	}
+	ve.blocks, ve.alloc, ve.verified = map[int64]*stored{}, 0, 0
+	delete(c.versions, vkey)
+	c.mu.Unlock()
+	// Unlinked before the keys go: a crash between leaves keys without a
+	// file, which the next Open drops.
+	if err := c.removeFile(ve.name); err != nil {
+		return err
+	}
+	return c.deleteKeys(keys)
 }

@@ -53,6 +53,9 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	h := &fileHandle{n: node, append: flags&syscall.O_APPEND != 0, family: f.familyOpened(p)}
 	h.trunc.Store(true)
 	f.nodeAttr(ch, Item{Local: l}, &out.Attr)
+	if ph, eno := node.passthrough(ctx, h, true); eno == 0 && ph != nil {
+		return ch, ph, 0, 0
+	}
 	return ch, h, 0, 0
 }
 

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -91,6 +92,10 @@ type Options struct {
 	// a kernel request waiting on the service fails with EIO once it is
 	// away, and the listing is not swept while it is. nil: never away.
 	Health *remote.Health
+	// NoPassthrough keeps every read and write in evofs, even where the
+	// kernel could serve a file from its local backing file
+	// (passthrough.go).
+	NoPassthrough bool
 }
 
 // DefaultDebounce is Options.Debounce's default.
@@ -108,6 +113,10 @@ type FS struct {
 	root   *dirNode
 
 	linkCalls singleflight.Group
+
+	pt     atomic.Bool  // the kernel takes backing files (probePassthrough)
+	reads  atomic.Int64 // read requests served (ReadRequests)
+	writes atomic.Int64 // write requests served (WriteRequests)
 
 	mu    sync.Mutex
 	links map[versionKey]*versionLink // GUARDED_BY(mu): versions with open handles, and their shared link
@@ -272,6 +281,13 @@ func (f *FS) Start() error {
 // Workspace is the model under the mount.
 func (f *FS) Workspace() *Workspace { return f.ws }
 
+// ReadRequests counts the read requests the kernel has sent evofs (reads
+// served by passthrough never come).
+func (f *FS) ReadRequests() int64 { return f.reads.Load() }
+
+// WriteRequests counts the write requests the kernel has sent evofs.
+func (f *FS) WriteRequests() int64 { return f.writes.Load() }
+
 // Root is the root node to give go-fuse.
 func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 
@@ -324,6 +340,7 @@ func Mount(dir string, f *FS, allowOther bool) (*fuse.Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	f.notify.start()
+	f.probePassthrough(srv)
 	if ra := f.opt.KernelReadahead; ra > 0 {
 		if err := SetKernelReadahead(dir, ra); err != nil {
 			f.log.Info("the kernel's readahead stays at its default of 128 KiB", "path", dir, "err", err)

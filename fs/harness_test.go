@@ -69,6 +69,10 @@ type mountConfig struct {
 	debounce time.Duration
 	// retry is the mount's API retry policy (zero: the client's default).
 	retry remote.RetryPolicy
+	// noPassthrough is Options.NoPassthrough.
+	noPassthrough bool
+	// cacheBytes is the cache's MaxBytes (0: 1 GiB).
+	cacheBytes int64
 }
 
 func newClient(t testing.TB, emu *emulator.Server) *remote.Client {
@@ -116,7 +120,7 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 	hub := cmp.Or(cfg.hub, emu.Info().HubURL)
 	m := &mount{t: t, Dir: t.TempDir(), Emu: emu, Client: newClientWith(t, emu, hub, cfg.token, health, cfg.retry),
 		Blobs: remote.NewBlobs(remote.BlobConfig{Health: health}), Logs: logs}
-	c, err := cache.Open(cache.Options{Dir: cfg.cacheDir, MaxBytes: 1 << 30, Logger: log})
+	c, err := cache.Open(cache.Options{Dir: cfg.cacheDir, MaxBytes: cmp.Or(cfg.cacheBytes, 1<<30), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +130,8 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 		wb = evofs.WriteBackAsync
 	}
 	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log, WriteBack: wb,
-		KernelReadahead: cfg.kernelReadahead, Health: health, Umask: cfg.umask, Debounce: cfg.debounce})
+		KernelReadahead: cfg.kernelReadahead, Health: health, Umask: cfg.umask, Debounce: cfg.debounce,
+		NoPassthrough: cfg.noPassthrough})
 	srv, err := evofs.Mount(m.Dir, m.FS, cfg.allowOther)
 	if err != nil {
 		c.Close()

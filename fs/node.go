@@ -31,9 +31,10 @@ type fileNode struct {
 	fsys *FS
 
 	mu    sync.Mutex
-	e     *Entry // GUARDED_BY(mu): the version this inode was made for (nil: born here)
-	l     *Local // GUARDED_BY(mu): local content, once written
-	opens int    // GUARDED_BY(mu)
+	e     *Entry  // GUARDED_BY(mu): the version this inode was made for (nil: born here)
+	l     *Local  // GUARDED_BY(mu): local content, once written
+	opens int     // GUARDED_BY(mu)
+	pt    backing // GUARDED_BY(mu): the backing file its handles share (passthrough.go)
 	// path is where the node was last seen in the tree: a node a refresh
 	// replaced (a new version from elsewhere) still writes there.
 	path string // GUARDED_BY(mu)
@@ -262,6 +263,7 @@ func (f *FS) nodeAttr(ch *gofs.Inode, it Item, a *fuse.Attr) {
 	case it.Local != nil:
 		a.Mode = syscall.S_IFREG | (0o666 &^ f.opt.Umask)
 		a.Nlink = 1
+		f.refresh(it.Local)
 		f.wmu.Lock()
 		if it.Local.live() {
 			a.Size = uint64(it.Local.d.Size())
@@ -292,6 +294,13 @@ func (n *fileNode) localFor(ctx context.Context) (*Local, error) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.localForLocked()
+}
+
+// localForLocked is localFor with n.mu held.
+//
+// LOCKS_REQUIRED(n.mu)
+func (n *fileNode) localForLocked() (*Local, error) {
 	if n.l != nil {
 		n.fsys.wmu.Lock()
 		live := n.l.live()
@@ -308,7 +317,15 @@ func (n *fileNode) localFor(ctx context.Context) (*Local, error) {
 		}
 		n.fsys.wmu.Unlock()
 	}
-	l, err := n.fsys.newLocal(n.linkedPath(), base, n.StableAttr().Ino)
+	var l *Local
+	var err error
+	if n.pt.file != nil {
+		// Handles read the node's backing file: the content is that file.
+		l, err = n.adoptBacking(n.linkedPath(), base)
+	}
+	if l == nil && err == nil {
+		l, err = n.fsys.newLocal(n.linkedPath(), base, n.StableAttr().Ino)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -386,11 +403,28 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			return nil, 0, eno
 		}
 	}
+	if ph, eno := n.passthrough(ctx, h, write); eno != 0 {
+		h.Release(ctx)
+		return nil, 0, eno
+	} else if ph != nil {
+		return ph, 0, 0
+	}
 	if l == nil && e != nil && !write {
 		// The inode is this version: its pages stay valid across opens.
 		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	return h, 0, 0
+}
+
+// handleOf is the fileHandle of a go-fuse file handle of a file.
+func handleOf(fh gofs.FileHandle) (*fileHandle, bool) {
+	switch h := fh.(type) {
+	case *fileHandle:
+		return h, true
+	case *ptHandle:
+		return h.fileHandle, true
+	}
+	return nil, false
 }
 
 // fileHandle is an open file.
@@ -465,6 +499,7 @@ var _ = (gofs.FileReader)((*fileHandle)(nil))
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	var n int
 	var err error
+	h.n.fsys.reads.Add(1)
 	ctx, done := h.n.fsys.away(ctx)
 	defer done()
 	if l, e := h.n.current(); l != nil {
@@ -484,6 +519,7 @@ var _ = (gofs.FileWriter)((*fileHandle)(nil))
 
 // Write puts the bytes in the cache (not in memory) before it returns.
 func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.n.fsys.writes.Add(1)
 	ctx, done := h.n.fsys.away(ctx)
 	defer done()
 	l, err := h.n.localFor(ctx) // counts this handle among its opens
@@ -563,7 +599,7 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 		if err := n.fsys.writableFor(ctx, n.Path(nil)); err != nil {
 			return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
 		}
-		h, opened := fh.(*fileHandle)
+		h, opened := handleOf(fh)
 		if opened && size == 0 && !h.wrote.Load() {
 			h.trunc.Store(true) // the kernel's O_TRUNC of this open comes as a setattr
 		}
@@ -627,6 +663,7 @@ func (h *fileHandle) save(ctx context.Context, op string) syscall.Errno {
 		return 0
 	}
 	f := h.n.fsys
+	f.refresh(l)
 	f.wmu.Lock()
 	empty := l.d != nil && l.d.Size() == 0
 	f.wmu.Unlock()

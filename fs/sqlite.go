@@ -141,6 +141,7 @@ func (f *FS) checkpoint(ctx context.Context, db string) {
 		return
 	}
 	wal := it.Local
+	f.refresh(wal)
 	f.wmu.Lock()
 	d, transient := wal.d, wal.transient
 	f.wmu.Unlock()

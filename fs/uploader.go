@@ -432,6 +432,9 @@ type PendingUpload struct {
 // Pending lists content not yet committed, by path.
 func (f *FS) Pending() []PendingUpload {
 	locals := f.allLocals()
+	for _, l := range locals {
+		f.refresh(l)
+	}
 	f.wmu.Lock()
 	out := []PendingUpload{} // "pending": [] in JSON when none
 	for _, l := range locals {

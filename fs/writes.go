@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"path"
 	"slices"
 	"strings"
@@ -208,6 +209,14 @@ func (f *FS) baseFile(fileID, versionID string, size int64) (*cache.File, versio
 // newLocal starts local content at p over base (nil: a new, empty file),
 // journaled before it returns, and puts it in the overlay.
 func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
+	return f.newLocalFrom(p, base, ino, nil, nil)
+}
+
+// newLocalFrom is newLocal; with file it makes file (the node's backing
+// file, holding every byte of base) the content instead of a new one:
+// cache.AdoptDirty, which takes it from the read cache when from names
+// the cached version it is.
+func (f *FS) newLocalFrom(p string, base *Entry, ino uint64, file *os.File, from *cache.Version) (*Local, error) {
 	l := &Local{ino: ino, path: p, transient: base == nil && p != "" && f.isLocalOnly(p), committedGen: -1, mtime: time.Now()}
 	// No path: the node was unlinked while open. Its content lives for
 	// its open handles only, never uploaded, dropped at the last close.
@@ -229,12 +238,20 @@ func (f *FS) newLocal(p string, base *Entry, ino uint64) (*Local, error) {
 		rec.FileID, rec.BaseFileID = base.File.FileID, base.File.FileID
 		rec.BaseVersion, rec.BaseSize = base.File.VersionID, base.File.Size
 		rec.Expect = base.File.VersionID
-		l.base, l.baseKey = f.baseFile(base.File.FileID, base.File.VersionID, base.File.Size)
-		br = l.base
+		if file == nil { // an adopted file holds every byte: no base to read
+			l.base, l.baseKey = f.baseFile(base.File.FileID, base.File.VersionID, base.File.Size)
+			br = l.base
+		}
 		l.committedGen = 0 // the content is the base until written
 		l.mtime = base.ModTime
 	}
-	d, err := f.cache.NewDirty(rec, br)
+	var d *cache.Dirty
+	var err error
+	if file != nil {
+		d, err = f.cache.AdoptDirty(rec, file, from)
+	} else {
+		d, err = f.cache.NewDirty(rec, br)
+	}
 	if err != nil {
 		f.releaseBase(l)
 		return nil, err
@@ -266,6 +283,7 @@ func (l *Local) dirty() bool {
 // commits a new version and returns its error; in async mode it makes the
 // content durable in the journal and queues its upload.
 func (f *FS) Flush(ctx context.Context, l *Local) error {
+	f.refresh(l)
 	f.wmu.Lock()
 	dirty := l.dirty()
 	f.wmu.Unlock()
@@ -332,6 +350,7 @@ func (f *FS) commit(ctx context.Context, l *Local) error {
 
 	var pre *remote.UploadFileResponse
 	var preStaged map[int64]bool
+	f.refresh(l)
 	if eg != nil {
 		pre, preStaged = eg.stop(d.Record(), d.Size())
 	}
