@@ -45,13 +45,20 @@ type fileNode struct {
 
 func (n *dirNode) path() string { return n.Path(nil) }
 
-// sameVersion reports whether the node shows the remote version of it
-// (and no local content of its own).
+// sameVersion reports whether the node shows the remote version of it:
+// the version it was made for, or the one its local content, finished,
+// was committed as (a listing after this mount's save shows that version;
+// the node and the handles open on it stay the file at that name).
 func (n *fileNode) sameVersion(it Item) bool {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return !n.unlinked && n.l == nil && it.Local == nil && n.e != nil && it.Entry != nil &&
-		n.e.File.FileID == it.Entry.File.FileID && n.e.File.VersionID == it.Entry.File.VersionID
+	unlinked := n.unlinked
+	n.mu.Unlock()
+	if unlinked || it.Local != nil || it.Entry == nil {
+		return false
+	}
+	l, e := n.current()
+	return l == nil && e != nil &&
+		e.File.FileID == it.Entry.File.FileID && e.File.VersionID == it.Entry.File.VersionID
 }
 
 // child makes (or finds) the node of an item.
@@ -62,8 +69,8 @@ func (f *FS) child(ctx context.Context, parent *gofs.Inode, it Item) *gofs.Inode
 		if _, isDir := ch.Operations().(*dirNode); isDir && it.Dir {
 			return ch
 		}
-		// A file this mount renamed there was given the version its
-		// rename made (fileNode.moved), under its old number: it stays
+		// A file this mount saved, or renamed there (fileNode.moved),
+		// shows the version that made, under its old number: it stays
 		// the file at that name, or handles opened on it since would not
 		// see what is done through the name.
 		if fn, ok := ch.Operations().(*fileNode); ok && !it.Dir && fn.sameVersion(it) {
@@ -133,6 +140,11 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		if c.Dir {
 			mode = syscall.S_IFDIR
 			if ch := n.GetChild(c.Name); ch != nil && ch.IsDir() {
+				ino = ch.StableAttr().Ino
+			}
+		} else if ch := n.GetChild(c.Name); ch != nil {
+			// The number stat gives: a node kept for this version (child).
+			if fn, ok := ch.Operations().(*fileNode); ok && fn.sameVersion(c) {
 				ino = ch.StableAttr().Ino
 			}
 		}

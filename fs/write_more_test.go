@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -361,5 +362,73 @@ func TestWriteAsyncCopyIn(t *testing.T) {
 	}
 	if st.BlocksRestaged != 0 {
 		t.Errorf("%d blocks staged twice", st.BlocksRestaged)
+	}
+}
+
+// TestReadHandleFollowsTruncateOfItsPath: a descriptor opened for reading
+// on a file this mount saved reads what a truncate(2) of the path left, in
+// both write-back modes (the truncate commits a version the node now
+// shows; found by TestFsx/second-writer: the handle kept reading the
+// version it was opened on).
+func TestReadHandleFollowsTruncateOfItsPath(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
+			emu := startEmu(t)
+			m := mountEmu(t, emu, mountConfig{async: async, ttl: 200 * time.Millisecond})
+			p := filepath.Join(m.Dir, "notes.txt")
+			full := randomBytes(31, 2200)
+			// Created empty and closed, then written through a second
+			// open, as TestFsx did.
+			if err := os.WriteFile(p, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(full); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := os.ReadFile(p); err != nil || sum(b) != sum(full) {
+				t.Fatalf("read back: %d bytes, %v", len(b), err)
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			g, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			// A listing newer than the save.
+			time.Sleep(500 * time.Millisecond)
+			run(t, m.Dir, "ls")
+			for _, size := range []int64{729, 609} {
+				if err := os.Truncate(p, size); err != nil {
+					t.Fatalf("truncate to %d: %v", size, err)
+				}
+				got := make([]byte, 4096)
+				n, err := f.ReadAt(got, 0)
+				if err != nil && !errors.Is(err, io.EOF) {
+					t.Fatalf("read through the descriptor after truncate to %d: %v", size, err)
+				}
+				if sum(got[:n]) != sum(full[:size]) {
+					t.Fatalf("read through the descriptor after truncate to %d: %d bytes, want the first %d of the file", size, n, size)
+				}
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			poll(t, time.Minute, func() string { return fmt.Sprintf("pending: %+v", m.FS.Pending()) },
+				func() bool { return len(m.FS.Pending()) == 0 })
+			if _, b := remoteFile(t, m, "notes.txt"); sum(b) != sum(full[:609]) {
+				t.Fatalf("the service has %d bytes, want the first 609", len(b))
+			}
+		})
 	}
 }
