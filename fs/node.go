@@ -35,6 +35,10 @@ type fileNode struct {
 	l     *Local  // GUARDED_BY(mu): local content, once written
 	opens int     // GUARDED_BY(mu)
 	pt    backing // GUARDED_BY(mu): the backing file its handles share (passthrough.go)
+	// writers are the handles open for writing that have not written
+	// yet: the kernel's O_TRUNC of one of them comes as a truncate with
+	// no handle (see Setattr).
+	writers map[*fileHandle]struct{} // GUARDED_BY(mu)
 	// path is where the node was last seen in the tree: a node a refresh
 	// replaced (a new version from elsewhere) still writes there.
 	path string // GUARDED_BY(mu)
@@ -408,6 +412,12 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if n.l != nil {
 		n.fsys.localOpened(n.l)
 	}
+	if write {
+		if n.writers == nil {
+			n.writers = map[*fileHandle]struct{}{}
+		}
+		n.writers[h] = struct{}{}
+	}
 	n.mu.Unlock()
 	if flags&syscall.O_TRUNC != 0 {
 		if eno := n.truncate(ctx, 0, true); eno != 0 {
@@ -532,6 +542,11 @@ var _ = (gofs.FileWriter)((*fileHandle)(nil))
 // Write puts the bytes in the cache (not in memory) before it returns.
 func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.n.fsys.writes.Add(1)
+	if !h.wrote.Load() {
+		h.n.mu.Lock()
+		delete(h.n.writers, h) // no O_TRUNC of its open is to come now
+		h.n.mu.Unlock()
+	}
 	ctx, done := h.n.fsys.away(ctx)
 	defer done()
 	l, err := h.n.localFor(ctx) // counts this handle among its opens
@@ -612,8 +627,8 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 			return errno(n.fsys.log, "truncate", "/"+n.Path(nil), err)
 		}
 		h, opened := handleOf(fh)
-		if opened && size == 0 && !h.wrote.Load() {
-			h.trunc.Store(true) // the kernel's O_TRUNC of this open comes as a setattr
+		if size == 0 {
+			n.emptied(h)
 		}
 		if eno := n.truncate(ctx, int64(size), opened); eno != 0 {
 			return eno
@@ -633,6 +648,28 @@ func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.Set
 		}
 	}
 	return n.Getattr(ctx, fh, out)
+}
+
+// emptied marks the handles an emptying may be the O_TRUNC of (h, or
+// with no handle every handle open for writing that has not written
+// yet): the kernel sends the O_TRUNC of an open as a truncate after it,
+// without the handle, and a shell redirect closes a copy of the new
+// descriptor before writing. Such a close commits nothing (see save):
+// the close after the writes does, or the last release.
+func (n *fileNode) emptied(h *fileHandle) {
+	if h != nil {
+		if !h.wrote.Load() {
+			h.trunc.Store(true)
+		}
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for w := range n.writers {
+		if !w.wrote.Load() {
+			w.trunc.Store(true)
+		}
+	}
 }
 
 // saveUnopened saves a change made without a handle (truncate of a path)
@@ -705,6 +742,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	}
 	h.mu.Unlock()
 	h.n.mu.Lock()
+	delete(h.n.writers, h)
 	h.n.opens--
 	l := h.n.l
 	h.n.mu.Unlock()
