@@ -1096,6 +1096,9 @@ func (f *FS) moveBack(ctx context.Context, m dirMove, at Item, there, left bool)
 // version at the target, and the old file deleted once that is committed.
 func (f *FS) renameFile(ctx context.Context, from, to string, src, dst Item, dstOK bool) error {
 	var targetID, targetVersion string
+	if dstOK && dst.Local == nil && dst.Entry != nil && !f.isLocalOnly(to) && f.sameBytes(ctx, src, dst.Entry) {
+		return f.dropRenamed(ctx, from, to, src)
+	}
 	if dstOK {
 		f.unpin(to)
 		if l := dst.Local; l != nil {
