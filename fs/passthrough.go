@@ -13,7 +13,9 @@ package fs
 //     whole in one local file: a remote version every block of which is in
 //     the cache and verified (cache.Backing), or local content with no base
 //     showing through (a new file, one opened with O_TRUNC: Dirty.File);
-//   - a later open joins the handles already open, passthrough or not;
+//   - a later open joins the handles already open, passthrough or not (a
+//     reader opening after content finished here, while its file still
+//     lingers, goes through evofs: that file is unlinked);
 //   - a change to a node whose backing file is a cached version (a write
 //     open, a truncate of its path) makes that very file the node's local
 //     content (cache.Adopt), so the handles reading it see the change, as
@@ -167,6 +169,13 @@ func (n *fileNode) passthrough(ctx context.Context, h *fileHandle, write bool) (
 			return nil, errno(f.log, "open for writing", "/"+n.path, err)
 		}
 		live = true
+	}
+	if n.pt.file != nil && n.pt.open == 0 && n.pt.local != nil && !live {
+		// The lingering file of content finished here: committed, its
+		// file unlinked, so it can never be content again, and no handle
+		// uses it. A reader joining it would keep reading it after a
+		// change through the path; this open goes through evofs.
+		return nil, 0
 	}
 	if n.pt.file != nil {
 		if !write || n.pt.local == l {
