@@ -22,6 +22,12 @@ import (
 // The file is shared by every command: a key that is a flag of another
 // command is ignored, a key that is no flag at all is an error.
 
+// noDefaultAnnotation marks a flag that only the command line sets: one
+// that names what a single run acts on (restore's --version), which an
+// EVOFS_ variable or a config line left over from something else must not
+// fill in.
+const noDefaultAnnotation = "evofs_command_line_only"
+
 // envName is the environment variable of a flag.
 func envName(flag string) string {
 	return "EVOFS_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
@@ -65,7 +71,7 @@ func applyEnvAndConfig(cmd *cobra.Command, configFlag string) error {
 	}
 	var errs []error
 	fl.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || f.Name == "help" || f.Name == "config" {
+		if f.Changed || f.Name == "help" || f.Name == "config" || f.Annotations[noDefaultAnnotation] != nil {
 			return
 		}
 		from, v, ok := "environment variable "+envName(f.Name), "", false
