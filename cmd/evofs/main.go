@@ -3,7 +3,8 @@
 // The files of this package only wire flags to the packages below it:
 // mount.go (evofs mount), login.go (login, logout and where tokens come
 // from), workspaces.go, helper.go (mount(8)'s mount.fuse.evofs),
-// config.go (environment and config file), metrics.go, log.go.
+// versions.go (versions, restore; wspath.go maps their paths), config.go
+// (environment and config file), metrics.go, log.go.
 package main
 
 import (
@@ -73,6 +74,7 @@ command line wins over the environment, which wins over the file.`,
 		},
 	}
 	g.register(root)
-	root.AddCommand(mountCommand(&g), loginCommand(&g), logoutCommand(&g), workspacesCommand(&g), statusCommand(), versionCommand())
+	root.AddCommand(mountCommand(&g), loginCommand(&g), logoutCommand(&g), workspacesCommand(&g), statusCommand(),
+		versionsCommand(&g), restoreCommand(&g), versionCommand())
 	return root
 }
