@@ -415,6 +415,9 @@ func TestRestoreDeletedFile(t *testing.T) {
 		t.Errorf("evofs versions of a deleted file says on stderr %q", r.stderr)
 	}
 
+	// A stray EVOFS_VERSION (a build's, say) is no --version: restore's
+	// --version comes from the command line only.
+	c.env = append(c.env, "EVOFS_VERSION="+ids[0])
 	out := c.ok("restore", "maps/old pits.shp")
 	if out != "restored maps/old pits.shp\n" {
 		t.Errorf("evofs restore printed %q", out)
