@@ -92,8 +92,9 @@ func versionsCommand(g *globalFlags) *cobra.Command {
 		Short: "List the versions of a file, oldest first",
 		Long: `List every version of a file of the workspace, oldest first (the current one last):
 its time, size in bytes, id and who made it. PATH is the file's path in the workspace
-(A/b.tif) or a path inside a mounted evofs folder (~/evo/A/b.tif); --workspace (or the
-config file) names the workspace either way.
+(A/b.tif) or a path inside a mounted evofs folder (~/evo/A/b.tif; the mount's
+~/evo/.evo/trash/A/b.tif and ~/evo/.evo/versions/A/b.tif name A/b.tif too); --workspace (or
+the config file) names the workspace either way.
 
 A file that is not there but is in the trash (deleted) is shown from the trash, with a note
 on stderr; --deleted shows the file in the trash even when a live file has its path. If the

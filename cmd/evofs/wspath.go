@@ -81,6 +81,17 @@ func workspacePathIn(arg, abs string, mounts []string) (p string, mount string, 
 			return "", best, fmt.Errorf("%s is the root of the evofs mount %s: name a file in it", arg, best)
 		}
 		p = filepath.ToSlash(rel)
+		// The mount's own views name the file they show below them:
+		// .evo/trash/A/b.tif and the folder .evo/versions/A/b.tif are A/b.tif.
+		if p == ".evo" || p == ".evo/trash" || p == ".evo/versions" {
+			return "", best, fmt.Errorf("%s is a folder of the evofs mount %s's views: name a file in it", arg, best)
+		}
+		for _, view := range []string{".evo/trash/", ".evo/versions/"} {
+			if rest, ok := strings.CutPrefix(p, view); ok && rest != "" {
+				p = rest
+				break
+			}
+		}
 	} else {
 		p = strings.Trim(path.Clean("/"+filepath.ToSlash(arg)), "/")
 	}
