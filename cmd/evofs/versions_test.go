@@ -219,6 +219,8 @@ func TestVersionsListsEveryVersionInOrder(t *testing.T) {
 	m.Stop()
 
 	c.fails("versions", []string{"models/pit/none.tif"}, "models/pit/none.tif", "no such file", "files/not-found")
+	newCLI(t, bin, info, "forged").fails("versions", []string{"models/pit/block.tif"},
+		"cannot list the versions of models/pit/block.tif: the service refused the token (auth/invalid-token)")
 }
 
 // TestVersionsPathArgument: how PATH maps to a workspace path, with the
