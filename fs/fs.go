@@ -96,6 +96,9 @@ type Options struct {
 	// kernel could serve a file from its local backing file
 	// (passthrough.go).
 	NoPassthrough bool
+	// FsName is the mount's source in /proc/mounts and df (the
+	// workspace's name); default "evofs".
+	FsName string
 }
 
 // DefaultDebounce is Options.Debounce's default.
@@ -296,7 +299,7 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 func (f *FS) MountOptions(allowOther bool) *gofs.Options {
 	ttl := f.opt.TTL
 	mo := fuse.MountOptions{
-		FsName:       "evofs",
+		FsName:       cmp.Or(f.opt.FsName, "evofs"),
 		Name:         "evofs",
 		DirectMount:  true,
 		AllowOther:   allowOther,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -111,15 +115,29 @@ func ready(fd int, msg string) {
 
 // checkMountpoint refuses a missing, non-folder or non-empty mountpoint and
 // a machine without /dev/fuse, each with a message that says what to do.
-func checkMountpoint(dir string) error {
+// A folder that is an evofs mount already is refused as such; one left
+// mounted by an evofs that died (the kernel answers ENOTCONN) is detached
+// so that a restart mounts again, with one log line.
+func checkMountpoint(dir string, log *slog.Logger) error {
 	st, err := os.Stat(dir)
+	if errors.Is(err, syscall.ENOTCONN) && isEvofsMount(dir) {
+		if err := detach(dir); err != nil {
+			return fmt.Errorf("mountpoint %s is left mounted by an evofs that stopped, and detaching it failed (%w): run fusermount -uz %s (or umount -l as root)", dir, err, dir)
+		}
+		log.Warn("detached the mount an evofs that stopped had left at the mountpoint", "mountpoint", dir)
+		st, err = os.Stat(dir)
+	}
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("mountpoint %s does not exist: create an empty folder first", dir)
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("mountpoint %s is a FUSE mount whose program stopped: run fusermount -uz %s (or umount -l as root), then mount again", dir, dir)
 	case err != nil:
 		return fmt.Errorf("mountpoint %s: %w", dir, err)
 	case !st.IsDir():
 		return fmt.Errorf("mountpoint %s is not a folder", dir)
+	case isEvofsMount(dir):
+		return fmt.Errorf("mountpoint %s is already an evofs mount: unmount it first (fusermount -u %s) or mount on another empty folder", dir, dir)
 	}
 	d, err := os.Open(dir)
 	if err != nil {
@@ -134,6 +152,44 @@ func checkMountpoint(dir string) error {
 		return errors.New("/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or give the container the device")
 	}
 	return nil
+}
+
+// detach unmounts dir lazily: itself as root, else with fusermount.
+func detach(dir string) error {
+	err := syscall.Unmount(dir, syscall.MNT_DETACH)
+	if err == nil || !errors.Is(err, syscall.EPERM) {
+		return err
+	}
+	for _, prog := range []string{"fusermount3", "fusermount"} {
+		if p, lerr := exec.LookPath(prog); lerr == nil {
+			if out, ferr := exec.Command(p, "-uz", dir).CombinedOutput(); ferr != nil {
+				return fmt.Errorf("%s -uz: %w: %s", prog, ferr, strings.TrimSpace(string(out)))
+			}
+			return nil
+		}
+	}
+	return err
+}
+
+// isEvofsMount reports whether dir is the mount point of an evofs mount
+// (by mountinfo: a stat of a dead mount fails).
+func isEvofsMount(dir string) bool {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, m := range evofsMounts(string(info)) {
+		if filepath.Clean(m) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// cacheLocked reports whether opening the cache failed because another
+// process holds its Badger folder.
+func cacheLocked(err error) bool {
+	return errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "Cannot acquire directory lock")
 }
 
 // tokenFile reads the access token from a file each time one is needed (at
@@ -204,7 +260,7 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	if mountpoint, err = filepath.Abs(mountpoint); err != nil {
 		return err
 	}
-	if err := checkMountpoint(mountpoint); err != nil {
+	if err := checkMountpoint(mountpoint, log); err != nil {
 		return err
 	}
 	ctx, cancelRun := context.WithCancel(ctx)
@@ -231,14 +287,6 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	if err != nil {
 		return err
 	}
-	// One cheap call proves the hub, the workspace and the token before
-	// anything is mounted.
-	probeCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err = client.ListFiles(probeCtx, remote.ListOptions{Limit: 1})
-	cancel()
-	if err != nil {
-		return describeProbeError(f, tokensFrom, err)
-	}
 	if f.cacheDir == "" {
 		dir, err := os.UserCacheDir()
 		if err != nil {
@@ -261,6 +309,9 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	}
 	blocks, err := cache.Open(cache.Options{Dir: filepath.Join(f.cacheDir, "blocks"), MaxBytes: int64(cacheBytes), BlockSize: 4 << 20, Logger: log, Trace: trace})
 	if err != nil {
+		if cacheLocked(err) {
+			return fmt.Errorf("another evofs uses the cache folder %s (a mount of this workspace already runs): unmount it first, or give this mount a folder of its own with --cache-dir DIR", f.cacheDir)
+		}
 		return fmt.Errorf("open cache in %s: %w", f.cacheDir, err)
 	}
 	defer blocks.Close()
@@ -272,12 +323,29 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 		}
 		defer stop()
 	}
-	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{Observer: metrics, Health: health}), blocks, evofs.Options{
+	// The workspace's first listing, before anything is mounted: its first
+	// page proves the hub, the workspace and the token, and the mount's
+	// first snapshot is made of it (no separate probe call).
+	first := &firstListing{Files: client}
+	listCtx, cancelList := context.WithTimeout(ctx, firstListingTimeout)
+	err = first.list(listCtx)
+	cancelList()
+	if err != nil {
+		return describeProbeError(f, tokensFrom, err)
+	}
+	fsys := evofs.New(first, remote.NewBlobs(remote.BlobConfig{Observer: metrics, Health: health}), blocks, evofs.Options{
 		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log,
 		WriteBack: wb, LocalOnly: localOnly, NoEager: !f.stageAhead, NoPassthrough: !f.passthrough, KernelReadahead: int64(readahead),
-		Health: health})
+		Health: health, FsName: cmp.Or(t.name, t.workspace)})
 	metrics.PendingUploads = func() int { return len(fsys.Pending()) }
 	defer fsys.Close()
+	// The workspace's first listing, which the first look into the mount
+	// needs anyway, proves the hub, the workspace and the token (its first
+	// page answers) before anything is mounted; the mount's first snapshot
+	// is made of it.
+	if _, err := fsys.Workspace().Snapshot(ctx); err != nil {
+		return fmt.Errorf("first listing of the workspace: %w", err)
+	}
 	srv, err := evofs.Mount(mountpoint, fsys, f.allowOther)
 	if err != nil {
 		return err
@@ -321,6 +389,43 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	}
 	log.Info("unmounted", "mountpoint", mountpoint, "uploads_left_in_journal", left)
 	return nil
+}
+
+// firstListingTimeout bounds the listing made before mounting.
+const firstListingTimeout = 5 * time.Minute
+
+// firstListing is the File API client with the workspace's listing made
+// once before the mount: the mount's first full listing is answered from
+// it, every later one (and every other call) goes to the service.
+type firstListing struct {
+	evofs.Files
+	mu    sync.Mutex
+	files []remote.ListFile // GUARDED_BY(mu): the listing not yet handed out
+	ready bool              // GUARDED_BY(mu)
+}
+
+func (l *firstListing) list(ctx context.Context) error {
+	files, err := l.Files.ListAll(ctx, remote.ListOptions{})
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.files, l.ready = files, true
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *firstListing) ListAll(ctx context.Context, o remote.ListOptions) ([]remote.ListFile, error) {
+	l.mu.Lock()
+	files, ready := l.files, l.ready && reflect.DeepEqual(o, remote.ListOptions{})
+	if ready {
+		l.files, l.ready = nil, false
+	}
+	l.mu.Unlock()
+	if ready {
+		return files, nil
+	}
+	return l.Files.ListAll(ctx, o)
 }
 
 // notifySystemd sends state to systemd when it runs evofs as a Type=notify
