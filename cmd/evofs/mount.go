@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -48,6 +49,21 @@ type mountFlags struct {
 	metricsAddr          string
 	logFile              string
 	readyFD              int
+	// from says where a flag's value came from (flagSource).
+	from func(name string) string
+}
+
+// parseSize reads the size v of the flag name ("50GiB", "500MB").
+func parseSize(name, v string, from func(string) string) (uint64, error) {
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		src := ""
+		if from != nil {
+			src = from(name)
+		}
+		return 0, fmt.Errorf("--%s %q%s is not a size: write a number and a unit such as 50GiB, 500MB or 1TiB", name, v, src)
+	}
+	return n, nil
 }
 
 func mountCommand(g *globalFlags) *cobra.Command {
@@ -65,8 +81,9 @@ with neither, discovery must know exactly one. Tokens come from --token-file, or
 		Example: `  evofs mount --hub https://350mt.api.seequent.com --workspace "Pit design" ~/evo
   evofs mount --workspace 3fa85f64-5717-4562-b3fc-2c963f66afa6 --read-only ~/evo
   EVOFS_CLIENT_SECRET=... evofs mount --client-id my-service --workspace Drilling /srv/evo`,
-		Args: cobra.ExactArgs(1),
+		Args: needArgs("MOUNTPOINT, the empty folder to mount the workspace at"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.from = func(name string) string { return flagSource(cmd.Flags(), name) }
 			err := runMount(cmd.Context(), g, f, args[0])
 			if err != nil && f.readyFD > 0 {
 				// The mount helper waits on this pipe: an error instead of "ok".
@@ -246,13 +263,13 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 		}
 		localOnly = append(localOnly, p)
 	}
-	readahead, err := humanize.ParseBytes(f.kernelReadahead)
+	readahead, err := parseSize("kernel-read-ahead", f.kernelReadahead, f.from)
 	if err != nil {
-		return fmt.Errorf("--kernel-read-ahead %q: %w", f.kernelReadahead, err)
+		return err
 	}
-	cacheBytes, err := humanize.ParseBytes(f.cacheSize)
+	cacheBytes, err := parseSize("cache-size", f.cacheSize, f.from)
 	if err != nil {
-		return fmt.Errorf("--cache-size %q: %w", f.cacheSize, err)
+		return err
 	}
 	if f.workspace == "" {
 		return errors.New("--workspace is required: a workspace name or id (`evofs workspaces` lists them)")
@@ -450,14 +467,22 @@ func notifySystemd(state string, log *slog.Logger) {
 }
 
 func describeProbeError(f mountFlags, tokensFrom string, err error) error {
-	code := remote.ErrorCode(err)
+	what := remote.ErrorCode(err)
+	var e *remote.Error
+	if errors.As(err, &e) && what == "" {
+		what = fmt.Sprintf("HTTP %d %s without an Evo error code", e.Status, http.StatusText(e.Status))
+	}
 	switch {
 	case errors.Is(err, remote.ErrUnauthorized):
-		return fmt.Errorf("the service refused %s (%s): get a new token (evofs login)", tokensFrom, code)
+		return fmt.Errorf("the service refused %s (%s): get a new token (evofs login)", tokensFrom, what)
 	case errors.Is(err, remote.ErrForbidden):
-		return fmt.Errorf("no access to workspace %s (%s)", f.workspace, code)
+		return fmt.Errorf("no access to workspace %s (%s): ask its owner for a role in it", f.workspace, what)
+	case errors.Is(err, remote.ErrNotFound) && remote.ErrorCode(err) == "":
+		// No Evo answer at all: the URL is not the File API's.
+		return fmt.Errorf("%s refused the listing of workspace %s in organisation %s (%s): check --hub, the hub's URL without a path, such as https://350mt.api.seequent.com (evofs workspaces lists them)",
+			f.hub, f.workspace, f.org, what)
 	case errors.Is(err, remote.ErrNotFound):
-		return fmt.Errorf("workspace %s not found in organisation %s at %s (%s)", f.workspace, f.org, f.hub, code)
+		return fmt.Errorf("workspace %s not found in organisation %s at %s (%s): evofs workspaces lists the workspaces", f.workspace, f.org, f.hub, what)
 	}
 	return fmt.Errorf("cannot reach the File API at %s: %w", f.hub, err)
 }

@@ -62,6 +62,7 @@ func runMountCmd(t *testing.T, bin string, args ...string) string {
 // oneLine fails unless msg is one line containing each of want.
 func oneLine(t *testing.T, msg string, want ...string) {
 	t.Helper()
+	t.Logf("message: %s", msg)
 	if strings.Contains(msg, "\n") {
 		t.Errorf("%q: want one line", msg)
 	}

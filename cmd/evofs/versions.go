@@ -101,7 +101,7 @@ on stderr; --deleted shows the file in the trash even when a live file has its p
 path was deleted more than once, the file deleted last is shown.`,
 		Example: `  evofs versions --workspace "Pit design" models/block.tif
   evofs versions ~/evo/models/block.tif --json | jq -r '.versions[].version_id'`,
-		Args: cobra.ExactArgs(1),
+		Args: needArgs("PATH, a file in the workspace or in an evofs mount"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
@@ -139,7 +139,7 @@ PATH is the file's path in the workspace or a path inside a mounted evofs folder
 "evofs versions".`,
 		Example: `  evofs restore --workspace "Pit design" --version 1733467200123456 models/block.tif
   evofs restore --workspace "Pit design" maps/old-pits.shp`,
-		Args: cobra.ExactArgs(1),
+		Args: needArgs("PATH, a file in the workspace or in an evofs mount"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
