@@ -314,9 +314,9 @@ func (f *FS) MountOptions(allowOther bool) *gofs.Options {
 		DisableSplice: true,
 		Logger:        slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
 	}
-	if f.opt.ReadOnly {
-		mo.Options = append(mo.Options, "ro")
-	}
+	// A read-only mount is not mounted "ro": evofs refuses changes itself
+	// (EROFS), so that SQLite can make its local-only side files (-shm)
+	// beside a database it reads, as on a viewer's mount.
 	if allowOther {
 		// Other users act with the mounting user's Evo login: the kernel
 		// holds them to the modes shown (owner, umask), as on a local disk.
