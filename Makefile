@@ -52,8 +52,8 @@ endif
 vet:
 	$(GO) vet ./...
 
-# Runs every test against a fresh Azurite on a free port. The race detector
-# runs on the packages with concurrency.
+# Runs every test against a fresh Azurite on a free port, every package
+# under the race detector.
 test: deps vet
 	$(WITH_AZ) $(GO) test $(TESTFLAGS) -race ./...
 

@@ -96,6 +96,9 @@ type Options struct {
 	// kernel could serve a file from its local backing file
 	// (passthrough.go).
 	NoPassthrough bool
+	// FsName is the mount's source in /proc/mounts and df (the
+	// workspace's name); default "evofs".
+	FsName string
 }
 
 // DefaultDebounce is Options.Debounce's default.
@@ -296,7 +299,7 @@ func (f *FS) Root() gofs.InodeEmbedder { return f.root }
 func (f *FS) MountOptions(allowOther bool) *gofs.Options {
 	ttl := f.opt.TTL
 	mo := fuse.MountOptions{
-		FsName:       "evofs",
+		FsName:       cmp.Or(f.opt.FsName, "evofs"),
 		Name:         "evofs",
 		DirectMount:  true,
 		AllowOther:   allowOther,
@@ -311,9 +314,9 @@ func (f *FS) MountOptions(allowOther bool) *gofs.Options {
 		DisableSplice: true,
 		Logger:        slog.NewLogLogger(f.log.Handler(), slog.LevelWarn),
 	}
-	if f.opt.ReadOnly {
-		mo.Options = append(mo.Options, "ro")
-	}
+	// A read-only mount is not mounted "ro": evofs refuses changes itself
+	// (EROFS), so that SQLite can make its local-only side files (-shm)
+	// beside a database it reads, as on a viewer's mount.
 	if allowOther {
 		// Other users act with the mounting user's Evo login: the kernel
 		// holds them to the modes shown (owner, umask), as on a local disk.

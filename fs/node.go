@@ -619,7 +619,7 @@ var _ = (gofs.NodeSetattrer)((*fileNode)(nil))
 // Setattr changes the size; modes, owners and times are accepted and
 // ignored (the service stores none of them).
 func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if n.fsys.opt.ReadOnly {
+	if n.fsys.opt.ReadOnly && !n.fsys.isLocalOnly(n.Path(nil)) {
 		return errno(n.fsys.log, "setattr", "/"+n.Path(nil), errReadOnly)
 	}
 	if size, ok := in.GetSize(); ok {

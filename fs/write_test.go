@@ -370,8 +370,8 @@ func TestWriteBadInput(t *testing.T) {
 		t.Errorf("viewer's create: %v", err)
 	}
 	wantLogLine(t, ro, `msg="create refused" path=/new.txt code=auth/insufficient-role errno="permission denied"`)
-	// A read-only mount: EROFS, from the kernel (evofs mounts it "ro", so
-	// the kernel refuses before asking, and evofs has nothing to log).
+	// A read-only mount: EROFS, from evofs (the kernel mount is not "ro",
+	// so that local-only side files work: readonly_test.go).
 	rofs := mountEmu(t, emu, mountConfig{readOnly: true})
 	if _, err := os.Create(filepath.Join(rofs.Dir, "new.txt")); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("read-only mount's create: %v", err)

@@ -823,11 +823,9 @@ func (f *FS) localVersion(l *Local) string {
 }
 
 // writableFor is writable, except for transient names, which stay local
-// and so work in a workspace the caller may only read.
+// and so work in a workspace the caller may only read, and on a read-only
+// mount.
 func (f *FS) writableFor(ctx context.Context, p string) error {
-	if f.opt.ReadOnly {
-		return errReadOnly
-	}
 	if f.isLocalOnly(p) {
 		return nil
 	}

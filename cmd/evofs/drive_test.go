@@ -263,7 +263,9 @@ func TestFstabMountAllThenUmount(t *testing.T) {
 	logFile := filepath.Join(home, "evofs.log")
 	collectLogFile(logFile)
 	opts := strings.Join([]string{"hub=" + info.HubURL, "org=" + info.OrgID, "token_file=" + tok,
-		"cache_dir=" + filepath.Join(home, "cache"), "log_file=" + logFile, "log_level=debug", "_netdev", "ro"}, ",")
+		"cache_dir=" + filepath.Join(home, "cache"), "log_file=" + logFile, "log_level=debug", "_netdev", "ro",
+		// Options the helper once refused: every mount flag is one.
+		"write_back=async", "kernel_read_ahead=512KiB", "local_only=*.tmp", "stage_ahead=false", "unmount_wait=1m", "passthrough"}, ",")
 	fstab := filepath.Join(home, "fstab")
 	line := fmt.Sprintf("Fstab\\040drive %s fuse.evofs %s 0 0\n", mnt, opts)
 	os.WriteFile(fstab, []byte("# test fstab\n"+line), 0o644)

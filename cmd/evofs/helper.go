@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 // mount(8) runs a helper for a filesystem of type fuse.evofs as
@@ -19,22 +21,36 @@ import (
 // and expects it to return once DIR is mounted, leaving the filesystem
 // served in the background. That helper is this binary under that name (a
 // symlink). SOURCE is the workspace name or id; OPTIONS are evofs's mount
-// flags with _ or - (hub=URL,org=ID,token_file=PATH,cache_dir=DIR,...),
-// the usual generic options, which are ignored (ro is --read-only), and
-// log_file=PATH (default $XDG_CACHE_HOME/evofs/mount-DIR.log) for the
+// flags with _ or - (hub=URL,org=ID,token_file=PATH,cache_dir=DIR,
+// write_back=async,...; a flag that is on or off alone turns it on, e.g.
+// allow_other, or name=false), the usual generic options, which are
+// ignored (ro is --read-only), and log_file=PATH (default $XDG_CACHE_HOME/evofs/mount-DIR.log) for the
 // background process's logs.
 
-// helperOptions are the mount flags an fstab line may set.
-var helperOptions = map[string]bool{
-	"hub": true, "org": true, "token-file": true, "cache-dir": true, "cache-size": true, "listing-ttl": true,
-	"uid": true, "gid": true, "umask": true, "log-level": true, "log-format": true, "log-file": true,
-	"metrics-addr": true, "config": true, "client-id": true, "auth-url": true, "token-url": true,
-	"discovery-url": true, "scopes": true, "stall-timeout": true,
+// helperFlags are the flags an fstab line may set: every flag of `evofs
+// mount` and the global ones, taken from the commands themselves so that a
+// new mount flag is an fstab option too.
+func helperFlags() *pflag.FlagSet {
+	root := rootCommand()
+	set := pflag.NewFlagSet("mount.fuse.evofs", pflag.ContinueOnError)
+	for _, c := range root.Commands() {
+		if c.Name() == "mount" {
+			set.AddFlagSet(c.Flags())
+		}
+	}
+	set.AddFlagSet(root.PersistentFlags())
+	return set
 }
 
-// helperBoolOptions are flags an fstab option without a value turns on.
-var helperBoolOptions = map[string]string{"allow_other": "allow-other", "allow-other": "allow-other",
-	"read_only": "read-only", "read-only": "read-only", "ro": "read-only"}
+// helperRefused are mount flags an fstab line may not set, and why.
+var helperRefused = map[string]string{
+	"workspace":     "the workspace is the fstab line's first field",
+	"client-secret": "/etc/fstab is readable by every user: put client-secret in the config file (config=FILE) or EVOFS_CLIENT_SECRET",
+	"ready-fd":      "it is internal to the mount helper",
+}
+
+// helperAliases are option names mount(8) users know for a flag.
+var helperAliases = map[string]string{"ro": "read-only"}
 
 // ignoredOptions are generic mount options that mean nothing to evofs, or
 // that mount(8) has acted on already.
@@ -72,23 +88,38 @@ func helperArgs(args []string) (mountArgs []string, logFile string, err error) {
 		return nil, "", fmt.Errorf("usage: mount.fuse.evofs WORKSPACE MOUNTPOINT [-o OPTIONS] (got %d arguments)", len(pos))
 	}
 	out := []string{"mount", "--workspace", pos[0]}
+	flags := helperFlags()
 	for _, o := range opts {
 		o = strings.TrimSpace(o)
 		k, v, hasValue := strings.Cut(o, "=")
-		name := strings.ReplaceAll(k, "_", "-")
-		switch {
-		case o == "" || ignoredOptions[k] || strings.HasPrefix(k, "x-") || k == "comment":
-		case helperBoolOptions[k] != "" && !hasValue:
-			out = append(out, "--"+helperBoolOptions[k])
-		case helperOptions[name] && hasValue:
-			if name == "log-file" {
-				logFile = v
-				continue
-			}
-			out = append(out, "--"+name, v)
-		default:
-			return nil, "", fmt.Errorf("unknown mount option %q", k)
+		if o == "" || ignoredOptions[k] || strings.HasPrefix(k, "x-") || k == "comment" {
+			continue
 		}
+		name := strings.ReplaceAll(k, "_", "-")
+		if a, ok := helperAliases[name]; ok {
+			name = a
+		}
+		f := flags.Lookup(name)
+		switch {
+		case helperRefused[name] != "":
+			return nil, "", fmt.Errorf("mount option %q is not for fstab: %s", k, helperRefused[name])
+		case f == nil:
+			return nil, "", fmt.Errorf("unknown mount option %q: the options are evofs mount's flags (evofs mount --help) with _ or -, e.g. cache_dir=DIR,write_back=async", k)
+		case !hasValue && f.Value.Type() != "bool":
+			return nil, "", fmt.Errorf("mount option %q needs a value (%s=VALUE)", k, k)
+		}
+		if !hasValue {
+			v = "true"
+		}
+		// Checked here, so that a bad value fails mount(8) at once.
+		if err := f.Value.Set(v); err != nil {
+			return nil, "", fmt.Errorf("mount option %s=%s: %w", k, v, err)
+		}
+		if name == "log-file" {
+			logFile = v
+			continue
+		}
+		out = append(out, "--"+name+"="+v)
 	}
 	dir, err := filepath.Abs(pos[1])
 	if err != nil {

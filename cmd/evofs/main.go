@@ -3,7 +3,8 @@
 // The files of this package only wire flags to the packages below it:
 // mount.go (evofs mount), login.go (login, logout and where tokens come
 // from), workspaces.go, helper.go (mount(8)'s mount.fuse.evofs),
-// config.go (environment and config file), metrics.go, log.go.
+// versions.go (versions, restore; wspath.go maps their paths), config.go
+// (environment and config file), metrics.go, log.go.
 package main
 
 import (
@@ -72,7 +73,25 @@ command line wins over the environment, which wins over the file.`,
 			return applyEnvAndConfig(cmd, g.config)
 		},
 	}
+	// evofs --version, as evofs version.
+	root.Version = versionString()
+	root.SetVersionTemplate("{{.Version}}\n")
 	g.register(root)
-	root.AddCommand(mountCommand(&g), loginCommand(&g), logoutCommand(&g), workspacesCommand(&g), statusCommand(), versionCommand())
+	root.AddCommand(mountCommand(&g), loginCommand(&g), logoutCommand(&g), workspacesCommand(&g), statusCommand(),
+		versionsCommand(&g), restoreCommand(&g), versionCommand())
 	return root
+}
+
+// needArgs accepts exactly the arguments named (each "NAME, what it is"),
+// and says which are missing or extra, with the command's usage.
+func needArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) < len(names):
+			return fmt.Errorf("missing %s (usage: %s)", strings.Join(names[len(args):], "; "), cmd.UseLine())
+		case len(args) > len(names):
+			return fmt.Errorf("too many arguments: %q after %d (usage: %s)", args[len(names):], len(names), cmd.UseLine())
+		}
+		return nil
+	}
 }

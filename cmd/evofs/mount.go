@@ -1,18 +1,23 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,6 +49,21 @@ type mountFlags struct {
 	metricsAddr          string
 	logFile              string
 	readyFD              int
+	// from says where a flag's value came from (flagSource).
+	from func(name string) string
+}
+
+// parseSize reads the size v of the flag name ("50GiB", "500MB").
+func parseSize(name, v string, from func(string) string) (uint64, error) {
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		src := ""
+		if from != nil {
+			src = from(name)
+		}
+		return 0, fmt.Errorf("--%s %q%s is not a size: write a number and a unit such as 50GiB, 500MB or 1TiB", name, v, src)
+	}
+	return n, nil
 }
 
 func mountCommand(g *globalFlags) *cobra.Command {
@@ -61,8 +81,9 @@ with neither, discovery must know exactly one. Tokens come from --token-file, or
 		Example: `  evofs mount --hub https://350mt.api.seequent.com --workspace "Pit design" ~/evo
   evofs mount --workspace 3fa85f64-5717-4562-b3fc-2c963f66afa6 --read-only ~/evo
   EVOFS_CLIENT_SECRET=... evofs mount --client-id my-service --workspace Drilling /srv/evo`,
-		Args: cobra.ExactArgs(1),
+		Args: needArgs("MOUNTPOINT, the empty folder to mount the workspace at"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.from = func(name string) string { return flagSource(cmd.Flags(), name) }
 			err := runMount(cmd.Context(), g, f, args[0])
 			if err != nil && f.readyFD > 0 {
 				// The mount helper waits on this pipe: an error instead of "ok".
@@ -111,15 +132,29 @@ func ready(fd int, msg string) {
 
 // checkMountpoint refuses a missing, non-folder or non-empty mountpoint and
 // a machine without /dev/fuse, each with a message that says what to do.
-func checkMountpoint(dir string) error {
+// A folder that is an evofs mount already is refused as such; one left
+// mounted by an evofs that died (the kernel answers ENOTCONN) is detached
+// so that a restart mounts again, with one log line.
+func checkMountpoint(dir string, log *slog.Logger) error {
 	st, err := os.Stat(dir)
+	if errors.Is(err, syscall.ENOTCONN) && isEvofsMount(dir) {
+		if err := detach(dir); err != nil {
+			return fmt.Errorf("mountpoint %s is left mounted by an evofs that stopped, and detaching it failed (%w): run fusermount -uz %s (or umount -l as root)", dir, err, dir)
+		}
+		log.Warn("detached the mount an evofs that stopped had left at the mountpoint", "mountpoint", dir)
+		st, err = os.Stat(dir)
+	}
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("mountpoint %s does not exist: create an empty folder first", dir)
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("mountpoint %s is a FUSE mount whose program stopped: run fusermount -uz %s (or umount -l as root), then mount again", dir, dir)
 	case err != nil:
 		return fmt.Errorf("mountpoint %s: %w", dir, err)
 	case !st.IsDir():
 		return fmt.Errorf("mountpoint %s is not a folder", dir)
+	case isEvofsMount(dir):
+		return fmt.Errorf("mountpoint %s is already an evofs mount: unmount it first (fusermount -u %s) or mount on another empty folder", dir, dir)
 	}
 	d, err := os.Open(dir)
 	if err != nil {
@@ -134,6 +169,44 @@ func checkMountpoint(dir string) error {
 		return errors.New("/dev/fuse is missing: load the fuse kernel module (modprobe fuse) or give the container the device")
 	}
 	return nil
+}
+
+// detach unmounts dir lazily: itself as root, else with fusermount.
+func detach(dir string) error {
+	err := syscall.Unmount(dir, syscall.MNT_DETACH)
+	if err == nil || !errors.Is(err, syscall.EPERM) {
+		return err
+	}
+	for _, prog := range []string{"fusermount3", "fusermount"} {
+		if p, lerr := exec.LookPath(prog); lerr == nil {
+			if out, ferr := exec.Command(p, "-uz", dir).CombinedOutput(); ferr != nil {
+				return fmt.Errorf("%s -uz: %w: %s", prog, ferr, strings.TrimSpace(string(out)))
+			}
+			return nil
+		}
+	}
+	return err
+}
+
+// isEvofsMount reports whether dir is the mount point of an evofs mount
+// (by mountinfo: a stat of a dead mount fails).
+func isEvofsMount(dir string) bool {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, m := range evofsMounts(string(info)) {
+		if filepath.Clean(m) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// cacheLocked reports whether opening the cache failed because another
+// process holds its Badger folder.
+func cacheLocked(err error) bool {
+	return errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "Cannot acquire directory lock")
 }
 
 // tokenFile reads the access token from a file each time one is needed (at
@@ -190,13 +263,13 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 		}
 		localOnly = append(localOnly, p)
 	}
-	readahead, err := humanize.ParseBytes(f.kernelReadahead)
+	readahead, err := parseSize("kernel-read-ahead", f.kernelReadahead, f.from)
 	if err != nil {
-		return fmt.Errorf("--kernel-read-ahead %q: %w", f.kernelReadahead, err)
+		return err
 	}
-	cacheBytes, err := humanize.ParseBytes(f.cacheSize)
+	cacheBytes, err := parseSize("cache-size", f.cacheSize, f.from)
 	if err != nil {
-		return fmt.Errorf("--cache-size %q: %w", f.cacheSize, err)
+		return err
 	}
 	if f.workspace == "" {
 		return errors.New("--workspace is required: a workspace name or id (`evofs workspaces` lists them)")
@@ -204,7 +277,7 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	if mountpoint, err = filepath.Abs(mountpoint); err != nil {
 		return err
 	}
-	if err := checkMountpoint(mountpoint); err != nil {
+	if err := checkMountpoint(mountpoint, log); err != nil {
 		return err
 	}
 	ctx, cancelRun := context.WithCancel(ctx)
@@ -231,14 +304,6 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	if err != nil {
 		return err
 	}
-	// One cheap call proves the hub, the workspace and the token before
-	// anything is mounted.
-	probeCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err = client.ListFiles(probeCtx, remote.ListOptions{Limit: 1})
-	cancel()
-	if err != nil {
-		return describeProbeError(f, tokensFrom, err)
-	}
 	if f.cacheDir == "" {
 		dir, err := os.UserCacheDir()
 		if err != nil {
@@ -261,6 +326,9 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	}
 	blocks, err := cache.Open(cache.Options{Dir: filepath.Join(f.cacheDir, "blocks"), MaxBytes: int64(cacheBytes), BlockSize: 4 << 20, Logger: log, Trace: trace})
 	if err != nil {
+		if cacheLocked(err) {
+			return fmt.Errorf("another evofs uses the cache folder %s (a mount of this workspace already runs): unmount it first, or give this mount a folder of its own with --cache-dir DIR", f.cacheDir)
+		}
 		return fmt.Errorf("open cache in %s: %w", f.cacheDir, err)
 	}
 	defer blocks.Close()
@@ -272,12 +340,29 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 		}
 		defer stop()
 	}
-	fsys := evofs.New(client, remote.NewBlobs(remote.BlobConfig{Observer: metrics, Health: health}), blocks, evofs.Options{
+	// The workspace's first listing, before anything is mounted: its first
+	// page proves the hub, the workspace and the token, and the mount's
+	// first snapshot is made of it (no separate probe call).
+	first := &firstListing{Files: client}
+	listCtx, cancelList := context.WithTimeout(ctx, firstListingTimeout)
+	err = first.list(listCtx)
+	cancelList()
+	if err != nil {
+		return describeProbeError(f, tokensFrom, err)
+	}
+	fsys := evofs.New(first, remote.NewBlobs(remote.BlobConfig{Observer: metrics, Health: health}), blocks, evofs.Options{
 		TTL: f.ttl, UID: uint32(f.uid), GID: uint32(f.gid), Umask: uint32(umask), ReadOnly: f.readOnly, Logger: log,
 		WriteBack: wb, LocalOnly: localOnly, NoEager: !f.stageAhead, NoPassthrough: !f.passthrough, KernelReadahead: int64(readahead),
-		Health: health})
+		Health: health, FsName: cmp.Or(t.name, t.workspace)})
 	metrics.PendingUploads = func() int { return len(fsys.Pending()) }
 	defer fsys.Close()
+	// The workspace's first listing, which the first look into the mount
+	// needs anyway, proves the hub, the workspace and the token (its first
+	// page answers) before anything is mounted; the mount's first snapshot
+	// is made of it.
+	if _, err := fsys.Workspace().Snapshot(ctx); err != nil {
+		return fmt.Errorf("first listing of the workspace: %w", err)
+	}
 	srv, err := evofs.Mount(mountpoint, fsys, f.allowOther)
 	if err != nil {
 		return err
@@ -323,6 +408,43 @@ func runMount(ctx context.Context, g *globalFlags, f mountFlags, mountpoint stri
 	return nil
 }
 
+// firstListingTimeout bounds the listing made before mounting.
+const firstListingTimeout = 5 * time.Minute
+
+// firstListing is the File API client with the workspace's listing made
+// once before the mount: the mount's first full listing is answered from
+// it, every later one (and every other call) goes to the service.
+type firstListing struct {
+	evofs.Files
+	mu    sync.Mutex
+	files []remote.ListFile // GUARDED_BY(mu): the listing not yet handed out
+	ready bool              // GUARDED_BY(mu)
+}
+
+func (l *firstListing) list(ctx context.Context) error {
+	files, err := l.Files.ListAll(ctx, remote.ListOptions{})
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.files, l.ready = files, true
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *firstListing) ListAll(ctx context.Context, o remote.ListOptions) ([]remote.ListFile, error) {
+	l.mu.Lock()
+	files, ready := l.files, l.ready && reflect.DeepEqual(o, remote.ListOptions{})
+	if ready {
+		l.files, l.ready = nil, false
+	}
+	l.mu.Unlock()
+	if ready {
+		return files, nil
+	}
+	return l.Files.ListAll(ctx, o)
+}
+
 // notifySystemd sends state to systemd when it runs evofs as a Type=notify
 // service (NOTIFY_SOCKET is set); otherwise it does nothing.
 func notifySystemd(state string, log *slog.Logger) {
@@ -345,14 +467,22 @@ func notifySystemd(state string, log *slog.Logger) {
 }
 
 func describeProbeError(f mountFlags, tokensFrom string, err error) error {
-	code := remote.ErrorCode(err)
+	what := remote.ErrorCode(err)
+	var e *remote.Error
+	if errors.As(err, &e) && what == "" {
+		what = fmt.Sprintf("HTTP %d %s without an Evo error code", e.Status, http.StatusText(e.Status))
+	}
 	switch {
 	case errors.Is(err, remote.ErrUnauthorized):
-		return fmt.Errorf("the service refused %s (%s): get a new token (evofs login)", tokensFrom, code)
+		return fmt.Errorf("the service refused %s (%s): get a new token (evofs login)", tokensFrom, what)
 	case errors.Is(err, remote.ErrForbidden):
-		return fmt.Errorf("no access to workspace %s (%s)", f.workspace, code)
+		return fmt.Errorf("no access to workspace %s (%s): ask its owner for a role in it", f.workspace, what)
+	case errors.Is(err, remote.ErrNotFound) && remote.ErrorCode(err) == "":
+		// No Evo answer at all: the URL is not the File API's.
+		return fmt.Errorf("%s refused the listing of workspace %s in organisation %s (%s): check --hub, the hub's URL without a path, such as https://350mt.api.seequent.com (evofs workspaces lists them)",
+			f.hub, f.workspace, f.org, what)
 	case errors.Is(err, remote.ErrNotFound):
-		return fmt.Errorf("workspace %s not found in organisation %s at %s (%s)", f.workspace, f.org, f.hub, code)
+		return fmt.Errorf("workspace %s not found in organisation %s at %s (%s): evofs workspaces lists the workspaces", f.workspace, f.org, f.hub, what)
 	}
 	return fmt.Errorf("cannot reach the File API at %s: %w", f.hub, err)
 }

@@ -23,7 +23,7 @@ version in Evo: being uploaded, queued (async write-back), or waiting for a retr
 failure, with their progress. Unmounting is safe whatever it shows: pending uploads are
 finished at unmount (sync) or at the next mount with the same cache dir (async).`,
 		Example: "  evofs status ~/evo\n  evofs status --json ~/evo | jq .pending",
-		Args:    cobra.ExactArgs(1),
+		Args:    needArgs("MOUNTPOINT, the folder an evofs mount serves"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runStatus(cmd.OutOrStdout(), args[0], asJSON)
 		},

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -71,11 +73,34 @@ func resolveTarget(ctx context.Context, p *remote.Platform, hub, org, ws string)
 		return t, nil
 	}
 	w, err := p.FindWorkspace(ctx, t.hub, t.org, ws)
+	if errors.Is(err, remote.ErrNotFound) {
+		if all, lerr := p.Workspaces(ctx, t.hub, t.org); lerr == nil {
+			return nil, fmt.Errorf("no workspace named %q in organisation %s: %s", ws, t.org, workspaceNames(all))
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("find workspace %q: %w", ws, err)
 	}
 	t.workspace, t.name = w.ID, w.Name
 	return t, nil
+}
+
+// workspaceNames says which workspaces there are, for a name that is
+// none of them: at most 20 names.
+func workspaceNames(all []remote.Workspace) string {
+	if len(all) == 0 {
+		return "it has no workspace you can see (evofs workspaces lists those of every organisation)"
+	}
+	const most = 20
+	var names []string
+	for i, w := range all {
+		if i == most {
+			names = append(names, fmt.Sprintf("and %d more (evofs workspaces lists them all)", len(all)-most))
+			break
+		}
+		names = append(names, strconv.Quote(w.Name))
+	}
+	return "give --workspace one of " + strings.Join(names, ", ")
 }
 
 func newPlatform(a *authFlags, tokens oauth2.TokenSource, log *slog.Logger, obs remote.Observer) (*remote.Platform, error) {
