@@ -1,0 +1,268 @@
+package fs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	evofs "github.com/evofs/evofs/fs"
+	"github.com/evofs/evofs/remote"
+	"github.com/evofs/evofs/remote/emulator"
+)
+
+// fiveVersions uploads five versions of p through the API, each with its
+// own bytes, and returns them oldest first.
+func fiveVersions(t *testing.T, c *remote.Client, b *remote.Blobs, p string) ([][]byte, string) {
+	t.Helper()
+	var contents [][]byte
+	var id string
+	for i := range 5 {
+		data := randomBytes(uint64(100+i), 10_000+i*1_000)
+		up := upload(t, c, b, p, bytes.NewReader(data), int64(len(data)))
+		id = up.FileID
+		contents = append(contents, data)
+	}
+	return contents, id
+}
+
+// versionsOf is the API's answer with versions, oldest first.
+func versionsOf(t *testing.T, c *remote.Client, id string, deleted bool) *remote.DownloadFileResponse {
+	t.Helper()
+	d, err := c.GetFile(context.Background(), id, remote.GetOptions{IncludeVersions: true, Deleted: deleted})
+	if err != nil {
+		t.Fatalf("get versions of %s: %v", id, err)
+	}
+	// Oldest first: by time, ties (whole seconds) as listed, newest first.
+	if len(d.Versions) > 1 && d.Versions[0].VersionID == d.VersionID {
+		slices.Reverse(d.Versions)
+	}
+	sort.SliceStable(d.Versions, func(i, j int) bool { return d.Versions[i].CreatedAt.Before(d.Versions[j].CreatedAt) })
+	if d.Versions[len(d.Versions)-1].VersionID != d.VersionID {
+		t.Fatalf("the latest version %s is not last in %+v", d.VersionID, d.Versions)
+	}
+	return d
+}
+
+func getxattr(t *testing.T, path, name string) string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Getxattr(path, name, buf)
+	if err != nil {
+		t.Fatalf("getxattr %s %s: %v", path, name, err)
+	}
+	return string(buf[:n])
+}
+
+func listxattr(t *testing.T, path string) []string {
+	t.Helper()
+	buf := make([]byte, 4096)
+	n, err := unix.Listxattr(path, buf)
+	if err != nil {
+		t.Fatalf("listxattr %s: %v", path, err)
+	}
+	return strings.FieldsFunc(string(buf[:n]), func(r rune) bool { return r == 0 })
+}
+
+func who(u *remote.User) string {
+	if u == nil {
+		return ""
+	}
+	return u.Name + " <" + u.Email + ">"
+}
+
+func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func TestEvoVersions(t *testing.T) {
+	emu := startEmu(t)
+	c := newClient(t, emu)
+	b := remote.NewBlobs(remote.BlobConfig{})
+	contents, id := fiveVersions(t, c, b, "a/b.tif")
+	m := mountEmu(t, emu, mountConfig{})
+
+	// The root, find and du never enter .evo, and cost no version listing.
+	emu.ResetStats()
+	root, err := os.ReadDir(m.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range root {
+		if e.Name() == evofs.EvoDir {
+			t.Fatalf("readdir of the root lists %s", evofs.EvoDir)
+		}
+	}
+	for _, cmd := range [][]string{{"find", "."}, {"du", "-a", "."}, {"ls", "-laR"}} {
+		if out := run(t, m.Dir, cmd[0], cmd[1:]...); strings.Contains(out, evofs.EvoDir) || !strings.Contains(out, "b.tif") {
+			t.Fatalf("%v walked into %s (or missed the file):\n%s", cmd, evofs.EvoDir, out)
+		}
+	}
+	if n := emu.Stats().APICalls(emulator.OpGetFile); n != 0 {
+		t.Fatalf("walking the mount made %d get calls", n)
+	}
+	// ... but .evo is there by name.
+	if fi, err := os.Stat(filepath.Join(m.Dir, ".evo/versions/a")); err != nil || !fi.IsDir() {
+		t.Fatalf("stat .evo/versions/a: %v %v", fi, err)
+	}
+
+	d := versionsOf(t, c, id, false)
+	if len(d.Versions) != 5 {
+		t.Fatalf("the API lists %d versions", len(d.Versions))
+	}
+	var want []string
+	for i, v := range d.Versions {
+		want = append(want, evofs.VersionName("b.tif", i+1, v.VersionID, v.CreatedAt))
+	}
+	dir := filepath.Join(m.Dir, ".evo/versions/a/b.tif")
+	emu.ResetStats()
+	ents, err := os.ReadDir(dir) // sorted by name
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("versions folder lists\n%v\nwant, in time order,\n%v", got, want)
+	}
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if n := emu.Stats().APICalls(emulator.OpGetFile); n != 1 {
+		t.Fatalf("listing the versions twice made %d get calls, want 1", n)
+	}
+	for i, name := range got {
+		p := filepath.Join(dir, name)
+		if !strings.HasSuffix(name, ".tif") || !strings.Contains(name, d.Versions[i].VersionID) {
+			t.Errorf("name %s: want the version id and .tif", name)
+		}
+		if s := sha256File(t, p); s != sum(contents[i]) {
+			t.Errorf("version %d (%s) reads other bytes", i, name)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != int64(len(contents[i])) || !fi.ModTime().Equal(d.Versions[i].CreatedAt) || fi.Mode().Perm()&0o222 != 0 {
+			t.Errorf("%s: size %d mtime %s mode %s; want %d, %s, read-only", name, fi.Size(), fi.ModTime(), fi.Mode(), len(contents[i]), d.Versions[i].CreatedAt)
+		}
+		attrs := map[string]string{
+			"user.evo.file_id": id, "user.evo.version_id": d.Versions[i].VersionID,
+			"user.evo.created_by": who(d.CreatedBy), "user.evo.created_at": rfc(d.CreatedAt),
+			"user.evo.modified_by": who(d.Versions[i].CreatedBy), "user.evo.modified_at": rfc(d.Versions[i].CreatedAt),
+		}
+		for k, v := range attrs {
+			if g := getxattr(t, p, k); g != v {
+				t.Errorf("%s %s = %q, want %q", name, k, g, v)
+			}
+		}
+		if l := listxattr(t, p); len(l) < len(attrs) {
+			t.Errorf("%s lists attributes %v", name, l)
+		}
+	}
+
+	// The live file's attributes are the listing's.
+	page, err := c.ListFiles(context.Background(), remote.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf := page.Files[0]
+	live := filepath.Join(m.Dir, "a/b.tif")
+	wantLive := map[string]string{
+		"user.evo.file_id": lf.FileID, "user.evo.version_id": lf.VersionID, "user.evo.etag": lf.ETag,
+		"user.evo.created_by": who(lf.CreatedBy), "user.evo.created_at": rfc(lf.CreatedAt),
+		"user.evo.modified_by": who(lf.ModifiedBy), "user.evo.modified_at": rfc(lf.ModifiedAt),
+	}
+	names := listxattr(t, live)
+	for k, v := range wantLive {
+		if g := getxattr(t, live, k); g != v {
+			t.Errorf("live %s = %q, want %q", k, g, v)
+		}
+		if !slices.Contains(names, k) {
+			t.Errorf("listxattr of the live file misses %s: %v", k, names)
+		}
+	}
+	if _, err := exec.LookPath("getfattr"); err == nil {
+		if out := run(t, m.Dir, "getfattr", "-d", "a/b.tif"); !strings.Contains(out, "user.evo.file_id=\""+lf.FileID) {
+			t.Errorf("getfattr -d shows\n%s", out)
+		}
+	}
+
+	// Read-only: no writes, no new files, no deletes.
+	if err := os.WriteFile(filepath.Join(dir, got[0]), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write a version: %v, want EROFS", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "new.tif"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("create in versions: %v, want EROFS", err)
+	}
+	if err := os.Mkdir(filepath.Join(m.Dir, ".evo/versions/new"), 0o755); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("mkdir in versions: %v, want EROFS", err)
+	}
+	if err := os.Remove(filepath.Join(dir, got[0])); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("rm a version: %v, want EROFS", err)
+	}
+	if err := os.Rename(live, filepath.Join(dir, "x.tif")); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("mv a live file into versions: %v, want EROFS", err)
+	}
+}
+
+func TestEvoRestoreVersionByCopy(t *testing.T) {
+	emu := startEmu(t)
+	c := newClient(t, emu)
+	b := remote.NewBlobs(remote.BlobConfig{})
+	contents, id := fiveVersions(t, c, b, "a/b.tif")
+	m := mountEmu(t, emu, mountConfig{})
+	d := versionsOf(t, c, id, false)
+	old := evofs.VersionName("b.tif", 2, d.Versions[1].VersionID, d.Versions[1].CreatedAt)
+
+	emu.ResetStats()
+	run(t, m.Dir, "cp", ".evo/versions/a/b.tif/"+old, "a/b.tif")
+	st := emu.Stats()
+	after := versionsOf(t, c, id, false)
+	if len(after.Versions) != 6 {
+		t.Fatalf("after cp the file has %d versions, want 6", len(after.Versions))
+	}
+	latest := after.Versions[5]
+	if latest.Size != int64(len(contents[1])) || after.VersionID != latest.VersionID {
+		t.Fatalf("the sixth version: %+v (file's latest %s)", latest, after.VersionID)
+	}
+	got := make([]byte, latest.Size)
+	if _, err := b.ReadAt(context.Background(), remote.DownloadLink(c, after), got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if sum(got) != sum(contents[1]) {
+		t.Fatal("the sixth version's bytes are not the old version's")
+	}
+	// What went through the machine: the old version's bytes down (no
+	// store-side copy; see docs/semantics.md) and the new version's up.
+	var down, up, copies int64
+	if g := st.Blob[emulator.BlobOpGet]; g != nil {
+		down = g.Bytes
+	}
+	for _, op := range []string{emulator.BlobOpPutBlob, emulator.BlobOpPutBlock} {
+		if g := st.Blob[op]; g != nil {
+			up += g.Bytes
+		}
+	}
+	if g := st.Blob[emulator.BlobOpCopy]; g != nil {
+		copies = g.Count
+	}
+	t.Logf("cp of a %d-byte version: %d bytes downloaded, %d uploaded, %d store-side copies", len(contents[1]), down, up, copies)
+	if down != int64(len(contents[1])) || up != int64(len(contents[1])) || copies != 0 {
+		t.Fatalf("cp moved %d bytes down, %d up, %d copies; want the version's %d each way through the machine", down, up, copies, len(contents[1]))
+	}
+	// The restored content reads as the live file.
+	if s := sha256File(t, filepath.Join(m.Dir, "a/b.tif")); s != sum(contents[1]) {
+		t.Fatal("the live file reads other bytes after the restore")
+	}
+}
