@@ -266,3 +266,173 @@ func TestEvoRestoreVersionByCopy(t *testing.T) {
 		t.Fatal("the live file reads other bytes after the restore")
 	}
 }
+
+// deleteAPI deletes the file at p through the API, as another client would.
+func deleteAPI(t *testing.T, c *remote.Client, p string) {
+	t.Helper()
+	if err := c.DeleteFileByPath(context.Background(), p); err != nil {
+		t.Fatalf("delete %s: %v", p, err)
+	}
+}
+
+func TestEvoTrash(t *testing.T) {
+	emu := startEmu(t)
+	c := newClient(t, emu)
+	b := remote.NewBlobs(remote.BlobConfig{})
+	ctx := context.Background()
+	gone1 := randomBytes(1, 5000)
+	upload(t, c, b, "a/gone.tif", bytes.NewReader(randomBytes(2, 3000)), 3000)
+	up := upload(t, c, b, "a/gone.tif", bytes.NewReader(gone1), int64(len(gone1)))
+	deleteAPI(t, c, "a/gone.tif")
+	// taken.tif: deleted, then a new file at its path.
+	oldTaken := upload(t, c, b, "a/taken.tif", bytes.NewReader([]byte("old")), 3)
+	deleteAPI(t, c, "a/taken.tif")
+	newTaken := upload(t, c, b, "a/taken.tif", bytes.NewReader([]byte("new!")), 4)
+	// moved.tif: restored to another path.
+	upload(t, c, b, "b/moved.tif", bytes.NewReader([]byte("moved")), 5)
+	deleteAPI(t, c, "b/moved.tif")
+	m := mountEmu(t, emu, mountConfig{})
+
+	trash := filepath.Join(m.Dir, ".evo/trash")
+	ents, err := os.ReadDir(filepath.Join(trash, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"gone.tif", "taken.tif"}) {
+		t.Fatalf("trash/a lists %v", names)
+	}
+	tp := filepath.Join(trash, "a/gone.tif")
+	if s := sha256File(t, tp); s != sum(gone1) {
+		t.Fatal("the deleted file reads other bytes")
+	}
+	del := versionsOf(t, c, up.FileID, true)
+	for k, v := range map[string]string{
+		"user.evo.file_id": up.FileID, "user.evo.version_id": del.VersionID,
+		"user.evo.deleted_by": who(del.DeletedBy), "user.evo.deleted_at": rfc(*del.DeletedAt),
+		"user.evo.modified_at": rfc(del.ModifiedAt),
+	} {
+		if g := getxattr(t, tp, k); g != v || v == "" {
+			t.Errorf("trash %s = %q, want %q", k, g, v)
+		}
+	}
+
+	// No purge, no writes.
+	if err := os.Remove(tp); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("rm in the trash: %v, want EPERM", err)
+	}
+	if err := os.WriteFile(tp, []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write in the trash: %v, want EROFS", err)
+	}
+	if err := os.Rename(tp, filepath.Join(trash, "a/other.tif")); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("mv within the trash: %v, want EROFS", err)
+	}
+
+	// A restore onto a taken path changes nothing.
+	emu.ResetStats()
+	if err := os.Rename(filepath.Join(trash, "a/taken.tif"), filepath.Join(m.Dir, "a/taken.tif")); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("restore onto a taken path: %v, want EEXIST", err)
+	}
+	if n := emu.Stats().APICalls(emulator.OpRestoreFile); n != 0 {
+		t.Errorf("the refused restore made %d restore calls", n)
+	}
+	if d := versionsOf(t, c, oldTaken.FileID, true); d.DeletedAt == nil {
+		t.Error("the deleted file at the taken path was restored")
+	}
+	if d, err := c.GetFileByPath(ctx, "a/taken.tif", remote.GetOptions{}); err != nil || d.FileID != newTaken.FileID || d.VersionID != newTaken.VersionID {
+		t.Errorf("the file at the taken path changed: %+v %v", d, err)
+	}
+
+	// mv back restores in place, with the file's versions.
+	if err := os.Rename(tp, filepath.Join(m.Dir, "a/gone.tif")); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	d, err := c.GetFileByPath(ctx, "a/gone.tif", remote.GetOptions{IncludeVersions: true})
+	if err != nil || d.FileID != up.FileID || len(d.Versions) != 2 || d.DeletedAt != nil {
+		t.Fatalf("after the restore the API shows %+v, %v; want file %s live with 2 versions", d, err, up.FileID)
+	}
+	if s := sha256File(t, filepath.Join(m.Dir, "a/gone.tif")); s != sum(gone1) {
+		t.Fatal("the restored file reads other bytes")
+	}
+	if _, err := os.Stat(tp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the restored file is still in the trash: %v", err)
+	}
+	// It is a live file again: it takes a new version.
+	poll(t, 10*time.Second, func() string { return "the restored file stays read-only" }, func() bool {
+		return os.WriteFile(filepath.Join(m.Dir, "a/gone.tif"), []byte("again"), 0o644) == nil
+	})
+	if d := versionsOf(t, c, up.FileID, false); len(d.Versions) != 3 {
+		t.Errorf("after a write the restored file has %d versions, want 3", len(d.Versions))
+	}
+
+	// A restore to another path: restored, then renamed.
+	if err := os.Rename(filepath.Join(trash, "b/moved.tif"), filepath.Join(m.Dir, "a/elsewhere.tif")); err != nil {
+		t.Fatalf("restore to another path: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(m.Dir, "a/elsewhere.tif")); err != nil || string(got) != "moved" {
+		t.Fatalf("the file restored elsewhere reads %q, %v", got, err)
+	}
+	if _, err := c.GetFileByPath(ctx, "a/elsewhere.tif", remote.GetOptions{}); err != nil {
+		t.Fatalf("the API has no file at the restore's target: %v", err)
+	}
+	if _, err := c.GetFileByPath(ctx, "b/moved.tif", remote.GetOptions{}); err == nil {
+		t.Fatal("the file restored elsewhere is also live at its old path")
+	}
+}
+
+func TestEvoTrash12001Files(t *testing.T) {
+	const n = 12001
+	emu := startEmu(t, func(c *emulator.Config) { c.SyntheticDeleted = n })
+	m := mountEmu(t, emu, mountConfig{ttl: 5 * time.Minute})
+	if got := strings.Count(run(t, m.Dir, "find", ".", "-type", "f"), "\n"); got != 0 {
+		t.Fatalf("find of the mount found %d files: the trash is not live", got)
+	}
+	emu.ResetStats()
+	lines := strings.Count(run(t, m.Dir, "find", ".evo/trash", "-type", "f"), "\n")
+	if lines != n {
+		t.Fatalf("find found %d files in the trash, want %d", lines, n)
+	}
+	if got := emu.Stats().APICalls(emulator.OpListFiles); got != 3 {
+		t.Fatalf("the trash cost %d list calls, want 3 pages", got)
+	}
+	if got := emu.Stats().APICalls(emulator.OpGetFile); got != 0 {
+		t.Fatalf("listing the trash made %d get calls", got)
+	}
+}
+
+func TestEvoViewer(t *testing.T) {
+	emu := startEmu(t)
+	c := newClient(t, emu)
+	b := remote.NewBlobs(remote.BlobConfig{})
+	contents, id := fiveVersions(t, c, b, "a/b.tif")
+	gone := randomBytes(7, 4000)
+	up := upload(t, c, b, "a/gone.tif", bytes.NewReader(gone), int64(len(gone)))
+	deleteAPI(t, c, "a/gone.tif")
+	m := mountEmu(t, emu, mountConfig{token: emu.Info().ViewerToken})
+
+	d := versionsOf(t, c, id, false)
+	v := filepath.Join(m.Dir, ".evo/versions/a/b.tif", evofs.VersionName("b.tif", 1, d.Versions[0].VersionID, d.Versions[0].CreatedAt))
+	if s := sha256File(t, v); s != sum(contents[0]) {
+		t.Fatal("a viewer reads other bytes of the first version")
+	}
+	tp := filepath.Join(m.Dir, ".evo/trash/a/gone.tif")
+	if s := sha256File(t, tp); s != sum(gone) {
+		t.Fatal("a viewer reads other bytes of the deleted file")
+	}
+	emu.ResetStats()
+	if err := os.Rename(tp, filepath.Join(m.Dir, "a/gone.tif")); !errors.Is(err, syscall.EACCES) {
+		t.Fatalf("a viewer's restore: %v, want EACCES", err)
+	}
+	if n := emu.Stats().APICount(emulator.OpRestoreFile, 204) + emu.Stats().APICount(emulator.OpRestoreFile, 303); n != 0 {
+		t.Fatalf("a viewer's restore went through (%d)", n)
+	}
+	if dd := versionsOf(t, c, up.FileID, true); dd.DeletedAt == nil {
+		t.Fatal("the viewer's restore restored the file")
+	}
+	if _, err := os.Stat(tp); err != nil {
+		t.Fatalf("the file left the viewer's trash: %v", err)
+	}
+}
