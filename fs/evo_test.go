@@ -291,9 +291,35 @@ func TestEvoTrash(t *testing.T) {
 	// moved.tif: restored to another path.
 	upload(t, c, b, "b/moved.tif", bytes.NewReader([]byte("moved")), 5)
 	deleteAPI(t, c, "b/moved.tif")
+	// dup.tif: deleted twice, as two files.
+	first := upload(t, c, b, "c/dup.tif", bytes.NewReader([]byte("one")), 3)
+	deleteAPI(t, c, "c/dup.tif")
+	upload(t, c, b, "c/dup.tif", bytes.NewReader([]byte("two!")), 4)
+	deleteAPI(t, c, "c/dup.tif")
 	m := mountEmu(t, emu, mountConfig{})
 
 	trash := filepath.Join(m.Dir, ".evo/trash")
+	// Of two files deleted at one path, the last deleted keeps the name.
+	fd := versionsOf(t, c, first.FileID, true)
+	older := evofs.TrashName("dup.tif", first.FileID, *fd.DeletedAt)
+	for name, want := range map[string]string{"dup.tif": "two!", older: "one"} {
+		if got, err := os.ReadFile(filepath.Join(trash, "c", name)); err != nil || string(got) != want {
+			t.Fatalf("trash/c/%s reads %q, %v; want %q", name, got, err, want)
+		}
+	}
+	// Its folder is gone with it: make it first, as for any mv.
+	if err := os.Mkdir(filepath.Join(m.Dir, "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(trash, "c", older), filepath.Join(m.Dir, "c/dup.tif")); err != nil {
+		t.Fatalf("restore the file deleted first: %v", err)
+	}
+	if d, err := c.GetFileByPath(ctx, "c/dup.tif", remote.GetOptions{}); err != nil || d.FileID != first.FileID {
+		t.Fatalf("after restoring the file deleted first the API has %+v, %v", d, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(m.Dir, "c/dup.tif")); err != nil || string(got) != "one" {
+		t.Fatalf("the restored c/dup.tif reads %q, %v", got, err)
+	}
 	ents, err := os.ReadDir(filepath.Join(trash, "a"))
 	if err != nil {
 		t.Fatal(err)

@@ -114,8 +114,9 @@ type FS struct {
 
 	linkCalls singleflight.Group
 
-	trash *Workspace   // the deleted files (.evo/trash)
-	vers  versionLists // files' versions (.evo/versions)
+	trash     *Workspace        // the deleted files (.evo/trash)
+	trashFrom map[string]string // GUARDED_BY(mu): the old paths of trash entries shown under another name, by file id
+	vers      versionLists      // files' versions (.evo/versions)
 
 	pt     atomic.Bool  // the kernel takes backing files (probePassthrough)
 	reads  atomic.Int64 // read requests served (ReadRequests)
@@ -211,7 +212,7 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 		links: map[versionKey]*versionLink{}, host: cmp.Or(o.Hostname, "evofs")}
 	f.notify = newNotifier(f.log)
 	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue, Health: o.Health})
-	f.trash = NewWorkspace(deletedLister{files}, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, Health: o.Health})
+	f.trash = NewWorkspace(&trashLister{Lister: files, f: f}, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, Health: o.Health})
 	f.root = &dirNode{fsys: f}
 	f.notify.root = &f.root.Inode
 	f.up = newUploader(f)
@@ -230,6 +231,7 @@ func (f *FS) deleteFile(ctx context.Context, id string) error {
 	f.deleted[id] = true
 	f.mu.Unlock()
 	err := f.files.DeleteFile(ctx, id)
+	f.trash.Invalidate() // the next look into .evo/trash lists it
 	if errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone) {
 		return nil
 	}

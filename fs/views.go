@@ -142,12 +142,87 @@ func (f *FS) remoteEntry(ctx context.Context, p string) (*Entry, bool, error) {
 	return nil, false, nil
 }
 
-// deletedLister lists the trash: the deleted files.
-type deletedLister struct{ Lister }
+// trashLister lists the trash: the deleted files. Of the files deleted
+// at one path, the one deleted last shows at it, the others beside it as
+// TrashName says; the FS learns where they were (FS.trashFrom).
+type trashLister struct {
+	Lister
+	f *FS
+}
 
-func (d deletedLister) ListAll(ctx context.Context, o remote.ListOptions) ([]remote.ListFile, error) {
+func (d *trashLister) ListAll(ctx context.Context, o remote.ListOptions) ([]remote.ListFile, error) {
 	o.Deleted = true
-	return d.Lister.ListAll(ctx, o)
+	files, err := d.Lister.ListAll(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	from := trashNames(files)
+	d.f.mu.Lock()
+	d.f.trashFrom = from
+	d.f.mu.Unlock()
+	return files, nil
+}
+
+// TrashName is the name in .evo/trash of a deleted file that another file
+// deleted later at the same path has displaced: its name with when it was
+// deleted and the start of its id before the extension
+// ("b (deleted 2026-12-01T10-22-03Z 85de7e6a).tif").
+func TrashName(name, fileID string, deletedAt time.Time) string {
+	ext := path.Ext(name)
+	if ext == name {
+		ext = "" // ".profile"
+	}
+	short := fileID
+	if len(short) > 8 {
+		short = short[:8]
+	}
+	return fmt.Sprintf("%s (deleted %s %s)%s", strings.TrimSuffix(name, ext), deletedAt.UTC().Format(VersionTimeFormat), short, ext)
+}
+
+// trashNames renames, in place, the deleted files that share a path with
+// one deleted after them, and returns their old paths by file id.
+func trashNames(files []remote.ListFile) map[string]string {
+	at := map[string][]int{}
+	for i := range files {
+		p := files[i].FullPath()
+		at[p] = append(at[p], i)
+	}
+	from := map[string]string{}
+	for p, idx := range at {
+		if len(idx) < 2 {
+			continue
+		}
+		deleted := func(i int) time.Time {
+			if t := files[i].DeletedAt; t != nil {
+				return *t
+			}
+			return files[i].ModifiedAt
+		}
+		slices.SortFunc(idx, func(a, b int) int {
+			if c := deleted(b).Compare(deleted(a)); c != 0 {
+				return c // last deleted first
+			}
+			return strings.Compare(files[a].FileID, files[b].FileID)
+		})
+		for _, i := range idx[1:] {
+			f := &files[i]
+			if n := TrashName(f.Name, f.FileID, deleted(i)); remote.ValidateName(n) == nil {
+				f.Name = n
+				from[f.FileID] = p
+			}
+		}
+	}
+	return from
+}
+
+// trashOrigin is where the trash entry e was when it was deleted.
+func (f *FS) trashOrigin(e *Entry) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p, ok := f.trashFrom[e.File.FileID]; ok {
+		return p
+	}
+	return e.Path
 }
 
 // Trash is the model of .evo/trash: the deleted files at their old paths,
@@ -181,19 +256,21 @@ func (f *FS) Restore(ctx context.Context, e *Entry, to string) error {
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", e.Path, err)
 	}
-	at := e.Path
+	at := f.trashOrigin(e)
+	orig := at
 	live := e.File
 	live.DeletedAt, live.DeletedBy = nil, nil
+	live.Path, live.Name = splitWorkspacePath(at)
 	if r.Moved && r.File != nil {
 		// Its old path was taken since the listing: the service put it
 		// at a new name.
 		at = r.File.FullPath()
 		live.Path, live.Name = r.File.Path, r.File.Name
-		if at != to && to == e.Path {
+		if at != to && to == orig {
 			// The restore asked for is in place, and the place is
 			// taken: put it back in the trash.
 			if err := f.deleteFile(ctx, id); err != nil {
-				return fmt.Errorf("restore %s: the path is taken; the service restored it at %s, and deleting it again failed: %w", e.Path, at, err)
+				return fmt.Errorf("restore %s: the path is taken; the service restored it at %s, and deleting it again failed: %w", orig, at, err)
 			}
 			return syscall.EEXIST
 		}
