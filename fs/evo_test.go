@@ -171,6 +171,17 @@ func TestEvoVersions(t *testing.T) {
 		}
 	}
 
+	// The current version read through versions/ is in the cache the
+	// live file reads from: no blob GET, no link.
+	emu.ResetStats()
+	if s := sha256File(t, filepath.Join(m.Dir, "a/b.tif")); s != sum(contents[4]) {
+		t.Fatal("the live file reads other bytes")
+	}
+	if st := emu.Stats(); st.Blob[emulator.BlobOpGet] != nil || st.APICalls(emulator.OpGetFile) != 0 {
+		t.Errorf("the live file, read after its version in versions/, cost %+v blob GETs and %d get calls",
+			st.Blob[emulator.BlobOpGet], st.APICalls(emulator.OpGetFile))
+	}
+
 	// The live file's attributes are the listing's.
 	page, err := c.ListFiles(context.Background(), remote.ListOptions{})
 	if err != nil {
@@ -460,5 +471,27 @@ func TestEvoViewer(t *testing.T) {
 	}
 	if _, err := os.Stat(tp); err != nil {
 		t.Fatalf("the file left the viewer's trash: %v", err)
+	}
+}
+
+func TestEvoStateXattr(t *testing.T) {
+	emu := startEmu(t)
+	m := mountEmu(t, emu, mountConfig{async: true, debounce: time.Minute})
+	p := filepath.Join(m.Dir, "new.tif")
+	if err := os.WriteFile(p, []byte("not yet uploaded"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := getxattr(t, p, evofs.StateXattr); got != "pending" {
+		t.Fatalf("%s of a file not uploaded = %q, want pending", evofs.StateXattr, got)
+	}
+	if l := listxattr(t, p); !slices.Equal(l, []string{evofs.StateXattr}) {
+		t.Fatalf("a file not uploaded lists %v", l)
+	}
+	if _, err := unix.Getxattr(p, "user.evo.file_id", make([]byte, 64)); !errors.Is(err, unix.ENODATA) {
+		t.Fatalf("file_id of a file not uploaded: %v, want ENODATA", err)
+	}
+	// The root's status attribute is still there.
+	if st := status(t, m); len(st.Pending) != 1 {
+		t.Fatalf("status lists %d pending uploads", len(st.Pending))
 	}
 }
