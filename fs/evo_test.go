@@ -495,3 +495,34 @@ func TestEvoStateXattr(t *testing.T) {
 		t.Fatalf("status lists %d pending uploads", len(st.Pending))
 	}
 }
+
+func TestEvoTrashShowsDeletesHere(t *testing.T) {
+	emu := startEmu(t)
+	c := newClient(t, emu)
+	b := remote.NewBlobs(remote.BlobConfig{})
+	up := upload(t, c, b, "a/x.tif", bytes.NewReader([]byte("x")), 1)
+	upload(t, c, b, "a/y.tif", bytes.NewReader([]byte("y")), 1)
+	deleteAPI(t, c, "a/y.tif")
+	m := mountEmu(t, emu, mountConfig{ttl: 10 * time.Minute})
+	tp := filepath.Join(m.Dir, ".evo/trash/a/x.tif")
+	if _, err := os.Stat(tp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat of a live file in the trash: %v", err) // and the kernel keeps the miss
+	}
+	if err := os.Remove(filepath.Join(m.Dir, "a/x.tif")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 20*time.Second, func() string { return "the delete did not reach the service" }, func() bool {
+		d, err := c.GetFile(context.Background(), up.FileID, remote.GetOptions{Deleted: true})
+		return err == nil && d.DeletedAt != nil
+	})
+	// Well inside the TTL, the next look lists the trash again, and the
+	// kernel forgets its miss.
+	ents, err := os.ReadDir(filepath.Join(m.Dir, ".evo/trash"))
+	if err != nil || len(ents) != 1 || ents[0].Name() != "a" {
+		t.Fatalf("the trash lists %v, %v", ents, err)
+	}
+	poll(t, 5*time.Second, func() string { return "the kernel still misses the file in the trash" }, func() bool {
+		_, err := os.Stat(tp)
+		return err == nil
+	})
+}

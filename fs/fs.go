@@ -212,7 +212,8 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 		links: map[versionKey]*versionLink{}, host: cmp.Or(o.Hostname, "evofs")}
 	f.notify = newNotifier(f.log)
 	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue, Health: o.Health})
-	f.trash = NewWorkspace(&trashLister{Lister: files, f: f}, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, Health: o.Health})
+	f.trash = NewWorkspace(&trashLister{Lister: files, f: f}, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, Health: o.Health,
+		OnChange: func(c Change) { f.notify.enqueue(c.under(EvoDir + "/" + TrashDir)) }})
 	f.root = &dirNode{fsys: f}
 	f.notify.root = &f.root.Inode
 	f.up = newUploader(f)

@@ -215,6 +215,16 @@ func trashNames(files []remote.ListFile) map[string]string {
 	return from
 }
 
+// under is c with its folders moved under dir (the trash's changes are
+// of names under .evo/trash).
+func (c Change) under(dir string) Change {
+	out := Change{Entries: make([]NameRef, len(c.Entries))}
+	for i, r := range c.Entries {
+		out.Entries[i] = NameRef{Dir: joinPath(dir, r.Dir), Name: r.Name}
+	}
+	return out
+}
+
 // trashOrigin is where the trash entry e was when it was deleted.
 func (f *FS) trashOrigin(e *Entry) string {
 	f.mu.Lock()
