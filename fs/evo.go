@@ -526,14 +526,23 @@ func (n *fileNode) xattrs() []xattr {
 	if e == nil {
 		return nil
 	}
-	// A version committed here is known by its ids only until a listing
-	// shows it with the rest.
+	lf := e.File
+	// A version committed here is known by its ids and size until a
+	// listing shows it with the rest; the file's creation is known from
+	// the listing of an earlier version, if any (else absent).
+	var le *Entry
 	if s := f.ws.Current(); s != nil {
-		if le := s.ByID(e.File.FileID); le != nil && le.File.VersionID == e.File.VersionID {
-			e = le
-		}
+		le = s.ByID(lf.FileID)
 	}
-	return fileXattrs(&e.File)
+	switch {
+	case le != nil && le.File.VersionID == lf.VersionID:
+		lf = le.File
+	case le != nil:
+		lf.CreatedAt, lf.CreatedBy = le.File.CreatedAt, le.File.CreatedBy
+	case lf.CreatedBy == nil: // committedEntry's times are the commit's
+		lf.CreatedAt = time.Time{}
+	}
+	return fileXattrs(&lf)
 }
 
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {

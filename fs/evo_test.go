@@ -273,8 +273,26 @@ func TestEvoRestoreVersionByCopy(t *testing.T) {
 		t.Fatalf("cp moved %d bytes down, %d up, %d copies; want the version's %d each way through the machine", down, up, copies, len(contents[1]))
 	}
 	// The restored content reads as the live file.
-	if s := sha256File(t, filepath.Join(m.Dir, "a/b.tif")); s != sum(contents[1]) {
+	live := filepath.Join(m.Dir, "a/b.tif")
+	if s := sha256File(t, live); s != sum(contents[1]) {
 		t.Fatal("the live file reads other bytes after the restore")
+	}
+	// Committed here, before any listing shows it: its ids, and the
+	// file's creation from the listing of the version before.
+	for k, v := range map[string]string{"user.evo.file_id": id, "user.evo.version_id": after.VersionID,
+		"user.evo.created_at": rfc(after.CreatedAt), "user.evo.created_by": who(after.CreatedBy)} {
+		if g := getxattr(t, live, k); g != v {
+			t.Errorf("after cp %s = %q, want %q", k, g, v)
+		}
+	}
+	if _, err := unix.Getxattr(live, evofs.StateXattr, make([]byte, 64)); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("%s of a committed file: %v, want ENODATA", evofs.StateXattr, err)
+	}
+	// The new version is in versions/ once the listing has it.
+	m.FS.Workspace().Invalidate()
+	ents, err := os.ReadDir(filepath.Join(m.Dir, ".evo/versions/a/b.tif"))
+	if err != nil || len(ents) != 6 || ents[5].Name() != evofs.VersionName("b.tif", 6, latest.VersionID, latest.CreatedAt) {
+		t.Errorf("after the restore versions/ lists %v, %v", ents, err)
 	}
 }
 
