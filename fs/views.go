@@ -237,7 +237,8 @@ func (f *FS) trashOrigin(e *Entry) string {
 
 // Trash is the model of .evo/trash: the deleted files at their old paths,
 // a snapshot of the deleted=true listing, paged and refreshed like the
-// live one. Of files deleted at one path, the one modified last shows.
+// live one. Of files deleted at one path, the one deleted last shows at
+// it, the others beside it (TrashName).
 func (f *FS) Trash() *Workspace { return f.trash }
 
 // Restore brings back the deleted file e (an entry of the trash) at the
