@@ -413,13 +413,16 @@ func (n *trashDirNode) Rename(ctx context.Context, name string, newParent gofs.I
 		return errno(f.log, "restore", n.where(from), err)
 	case !ok:
 		return syscall.ENOENT
-	case it.Dir || it.Entry == nil:
-		// Folders are restored file by file.
-		return errno(f.log, "restore", n.where(from), &refusal{errno: syscall.EPERM,
-			why: "a folder of the trash cannot be restored at once: move its files out one by one"})
-	}
-	if err := f.Restore(ctx, it.Entry, to); err != nil {
-		return errno(f.log, "restore", n.where(from)+" -> /"+to, err)
+	case it.Dir:
+		if err := f.RestoreDir(ctx, from, to); err != nil {
+			return errno(f.log, "restore", n.where(from)+" -> /"+to, err)
+		}
+	case it.Entry == nil:
+		return syscall.ENOENT
+	default:
+		if err := f.Restore(ctx, it.Entry, to); err != nil {
+			return errno(f.log, "restore", n.where(from)+" -> /"+to, err)
+		}
 	}
 	// go-fuse moves this node to the target's name: the kernel must ask
 	// again, and get the live file's node (notify.go, out of this handler).

@@ -544,3 +544,60 @@ func TestEvoTrashShowsDeletesHere(t *testing.T) {
 		return err == nil
 	})
 }
+
+func TestEvoTrashRestoreFolder(t *testing.T) {
+	emu := startEmu(t)
+	c := newClient(t, emu)
+	b := remote.NewBlobs(remote.BlobConfig{})
+	ctx := context.Background()
+	ids := map[string]string{}
+	for _, p := range []string{"d/one.tif", "d/sub/two.tif", "e/three.tif"} {
+		upload(t, c, b, p, bytes.NewReader([]byte("old "+p)), int64(len("old "+p)))
+		ids[p] = upload(t, c, b, p, bytes.NewReader([]byte(p)), int64(len(p))).FileID
+		deleteAPI(t, c, p)
+	}
+	upload(t, c, b, "e/three.tif", bytes.NewReader([]byte("taken")), 5)
+	m := mountEmu(t, emu, mountConfig{})
+	trash := filepath.Join(m.Dir, ".evo/trash")
+
+	// A folder whose file's path is taken: nothing is restored.
+	if err := os.Mkdir(filepath.Join(m.Dir, "f"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// (rename(2) itself: os.Rename refuses an existing folder as target.)
+	if err := unix.Rename(filepath.Join(trash, "e"), filepath.Join(m.Dir, "e")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("restore a folder onto a folder with files: %v, want ENOTEMPTY", err)
+	}
+	if d := versionsOf(t, c, ids["e/three.tif"], true); d.DeletedAt == nil {
+		t.Fatal("a refused folder restore restored a file")
+	}
+	// Into an empty folder (made here): restored, then renamed.
+	if err := unix.Rename(filepath.Join(trash, "e"), filepath.Join(m.Dir, "f")); err != nil {
+		t.Fatalf("restore a folder into an empty folder: %v", err)
+	}
+	poll(t, 5*time.Second, func() string { return "f/three.tif does not read as restored" }, func() bool {
+		got, err := os.ReadFile(filepath.Join(m.Dir, "f/three.tif"))
+		return err == nil && string(got) == "e/three.tif"
+	})
+	if got, err := os.ReadFile(filepath.Join(m.Dir, "e/three.tif")); err != nil || string(got) != "taken" {
+		t.Fatalf("e/three.tif reads %q, %v", got, err)
+	}
+
+	// The whole folder back in place, with the files' histories.
+	if err := os.Rename(filepath.Join(trash, "d"), filepath.Join(m.Dir, "d")); err != nil {
+		t.Fatalf("restore a folder: %v", err)
+	}
+	for _, p := range []string{"d/one.tif", "d/sub/two.tif"} {
+		d, err := c.GetFileByPath(ctx, p, remote.GetOptions{IncludeVersions: true})
+		if err != nil || d.FileID != ids[p] || len(d.Versions) != 2 {
+			t.Fatalf("after the folder's restore the API has %s as %+v, %v", p, d, err)
+		}
+		poll(t, 5*time.Second, func() string { return p + " does not read as restored" }, func() bool {
+			got, err := os.ReadFile(filepath.Join(m.Dir, p))
+			return err == nil && string(got) == p
+		})
+	}
+	if _, err := os.Stat(filepath.Join(trash, "d")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the restored folder is still in the trash: %v", err)
+	}
+}

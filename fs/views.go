@@ -300,6 +300,75 @@ func (f *FS) Restore(ctx context.Context, e *Entry, to string) error {
 	return nil
 }
 
+// RestoreDir restores every file under the trash folder dir to the same
+// place under the live folder to (Restore, file by file). Nothing is
+// restored when a target is taken (EEXIST), to is a file (ENOTDIR) or a
+// folder with something in it (ENOTEMPTY), as rename(2) would answer.
+func (f *FS) RestoreDir(ctx context.Context, dir, to string) error {
+	if f.opt.ReadOnly {
+		return errReadOnly
+	}
+	if err := f.writable(ctx); err != nil {
+		return err
+	}
+	if it, ok, err := f.ws.Stat(ctx, to); err != nil {
+		return err
+	} else if ok && !it.Dir {
+		return syscall.ENOTDIR
+	} else if ok {
+		items, _, err := f.ws.List(ctx, to)
+		if err != nil {
+			return err
+		}
+		if len(items) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	type move struct {
+		e  *Entry
+		to string
+	}
+	var moves []move
+	var walk func(d, target string) error
+	walk = func(d, target string) error {
+		items, _, err := f.trash.List(ctx, d)
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			switch {
+			case it.Dir:
+				if err := walk(joinPath(d, it.Name), joinPath(target, it.Name)); err != nil {
+					return err
+				}
+			case it.Entry != nil:
+				moves = append(moves, move{it.Entry, joinPath(target, it.Name)})
+			}
+		}
+		return nil
+	}
+	if err := walk(dir, to); err != nil {
+		return fmt.Errorf("list the trash under %s: %w", dir, err)
+	}
+	for _, m := range moves {
+		if err := checkName(m.to); err != nil {
+			return err
+		}
+		if _, ok, err := f.ws.Stat(ctx, m.to); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("restore %s to /%s: /%s is taken: %w", dir, to, m.to, syscall.EEXIST)
+		}
+	}
+	for i, m := range moves {
+		if err := f.Restore(ctx, m.e, m.to); err != nil {
+			return fmt.Errorf("restore %s to /%s (%d of %d files restored): %w", dir, to, i, len(moves), err)
+		}
+	}
+	f.trash.setPatch(dir, nil, true)
+	return nil
+}
+
 // xattr is one extended attribute.
 type xattr struct{ name, value string }
 
