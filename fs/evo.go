@@ -62,6 +62,15 @@ func (v *roView) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAt
 	return v.refuse("setattr", errViewRO)
 }
 
+// restored reports whether go-fuse has moved a trash node into the live
+// tree (a restore by mv): until the kernel forgets the name (notify.go)
+// it may still ask this node, which then answers ESTALE, so that the
+// kernel looks the name up again and gets the live file or folder.
+func restored(in *gofs.Inode) bool {
+	_, parent := in.Parent()
+	return parent != nil && !isView(parent.Operations())
+}
+
 // isView reports whether a node is under .evo.
 func isView(n gofs.InodeEmbedder) bool {
 	_, ok := n.(interface{ isView() })
@@ -318,6 +327,9 @@ var (
 func (n *trashDirNode) where(p string) string { return "/" + EvoDir + "/" + TrashDir + "/" + p }
 
 func (n *trashDirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if restored(&n.Inode) {
+		return nil, syscall.ESTALE
+	}
 	f := n.fsys
 	p := joinPath(n.path, name)
 	it, ok, err := f.trash.Stat(ctx, p)
@@ -351,6 +363,9 @@ func trashDirTime(f *FS, p string) time.Time {
 }
 
 func (n *trashDirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	if restored(&n.Inode) {
+		return nil, syscall.ESTALE
+	}
 	f := n.fsys
 	items, ok, err := f.trash.List(ctx, n.path)
 	if err != nil {
@@ -374,6 +389,9 @@ func (n *trashDirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Err
 }
 
 func (n *trashDirNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if restored(&n.Inode) {
+		return syscall.ESTALE
+	}
 	f := n.fsys
 	if n.path != "" {
 		it, ok, err := f.trash.Stat(ctx, n.path)
@@ -450,11 +468,17 @@ var (
 )
 
 func (n *viewFileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if restored(&n.Inode) && n.deleted {
+		return syscall.ESTALE
+	}
 	n.fsys.viewFileAttr(n.StableAttr().Ino, n.size, n.mtime, &out.Attr)
 	return 0
 }
 
 func (n *viewFileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.deleted && restored(&n.Inode) {
+		return nil, 0, syscall.ESTALE
+	}
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		return nil, 0, errno(n.fsys.log, "open for writing", "/"+n.Path(nil), errViewRO)
 	}
