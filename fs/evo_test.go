@@ -317,6 +317,9 @@ func TestEvoTrash(t *testing.T) {
 	oldTaken := upload(t, c, b, "a/taken.tif", bytes.NewReader([]byte("old")), 3)
 	deleteAPI(t, c, "a/taken.tif")
 	newTaken := upload(t, c, b, "a/taken.tif", bytes.NewReader([]byte("new!")), 4)
+	// late.tif: deleted, and a new file at its path after the mount listed.
+	lateOld := upload(t, c, b, "a/late.tif", bytes.NewReader([]byte("late")), 4)
+	deleteAPI(t, c, "a/late.tif")
 	// moved.tif: restored to another path.
 	upload(t, c, b, "b/moved.tif", bytes.NewReader([]byte("moved")), 5)
 	deleteAPI(t, c, "b/moved.tif")
@@ -357,7 +360,7 @@ func TestEvoTrash(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if !slices.Equal(names, []string{"gone.tif", "taken.tif"}) {
+	if !slices.Equal(names, []string{"gone.tif", "late.tif", "taken.tif"}) {
 		t.Fatalf("trash/a lists %v", names)
 	}
 	tp := filepath.Join(trash, "a/gone.tif")
@@ -398,6 +401,22 @@ func TestEvoTrash(t *testing.T) {
 		t.Error("the deleted file at the taken path was restored")
 	}
 	if d, err := c.GetFileByPath(ctx, "a/taken.tif", remote.GetOptions{}); err != nil || d.FileID != newTaken.FileID || d.VersionID != newTaken.VersionID {
+		t.Errorf("the file at the taken path changed: %+v %v", d, err)
+	}
+
+	// The service finds the path taken though the mount's listing did
+	// not (303, restored at a new name): the file goes back to the trash.
+	if _, err := os.Stat(filepath.Join(m.Dir, "a/late.tif")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a/late.tif before: %v", err)
+	}
+	lateNew := upload(t, c, b, "a/late.tif", bytes.NewReader([]byte("newer")), 5)
+	if err := os.Rename(filepath.Join(trash, "a/late.tif"), filepath.Join(m.Dir, "a/late.tif")); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("restore onto a path taken since the listing: %v, want EEXIST", err)
+	}
+	if d := versionsOf(t, c, lateOld.FileID, true); d.DeletedAt == nil {
+		t.Errorf("the file restored onto a taken path stays live at /%s", d.FullPath())
+	}
+	if d, err := c.GetFileByPath(ctx, "a/late.tif", remote.GetOptions{}); err != nil || d.FileID != lateNew.FileID {
 		t.Errorf("the file at the taken path changed: %+v %v", d, err)
 	}
 
