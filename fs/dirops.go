@@ -140,6 +140,9 @@ var _ = (gofs.NodeRenamer)((*dirNode)(nil))
 func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	f := n.fsys
 	np, ok := newParent.(*dirNode)
+	if !ok && isView(newParent) {
+		return errno(f.log, "rename", "/"+n.childPath(name), errViewRO)
+	}
 	if !ok {
 		return syscall.EXDEV
 	}

@@ -117,6 +117,10 @@ type FS struct {
 
 	linkCalls singleflight.Group
 
+	trash     *Workspace        // the deleted files (.evo/trash)
+	trashFrom map[string]string // GUARDED_BY(mu): the old paths of trash entries shown under another name, by file id
+	vers      versionLists      // files' versions (.evo/versions)
+
 	pt     atomic.Bool  // the kernel takes backing files (probePassthrough)
 	reads  atomic.Int64 // read requests served (ReadRequests)
 	writes atomic.Int64 // write requests served (WriteRequests)
@@ -211,6 +215,8 @@ func New(files Files, blobs BlobStore, c *cache.Cache, o Options) *FS {
 		links: map[versionKey]*versionLink{}, host: cmp.Or(o.Hostname, "evofs")}
 	f.notify = newNotifier(f.log)
 	f.ws = NewWorkspace(files, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, OnChange: f.notify.enqueue, Health: o.Health})
+	f.trash = NewWorkspace(&trashLister{Lister: files, f: f}, WorkspaceOptions{TTL: o.TTL, Logger: o.Logger, Health: o.Health,
+		OnChange: func(c Change) { f.notify.enqueue(c.under(EvoDir + "/" + TrashDir)) }})
 	f.root = &dirNode{fsys: f}
 	f.notify.root = &f.root.Inode
 	f.up = newUploader(f)
@@ -229,6 +235,7 @@ func (f *FS) deleteFile(ctx context.Context, id string) error {
 	f.deleted[id] = true
 	f.mu.Unlock()
 	err := f.files.DeleteFile(ctx, id)
+	f.trash.Invalidate() // the next look into .evo/trash lists it
 	if errors.Is(err, remote.ErrNotFound) || errors.Is(err, remote.ErrGone) {
 		return nil
 	}
@@ -369,8 +376,9 @@ func (f *FS) Close() {
 
 // link returns the shared download link of a version, getting one from the
 // API the first time (one call per version actually read while open, none
-// for a file whose blocks are all cached).
-func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
+// for a file whose blocks are all cached). deleted: a version of a file in
+// the trash (.evo/trash), read as a deleted file.
+func (f *FS) link(ctx context.Context, k versionKey, deleted bool) (*remote.Link, error) {
 	f.mu.Lock()
 	var l *remote.Link
 	if v := f.links[k]; v != nil {
@@ -383,7 +391,7 @@ func (f *FS) link(ctx context.Context, k versionKey) (*remote.Link, error) {
 	// Parallel block fetches of one file share one call.
 	v, err, _ := f.linkCalls.Do(k.fileID+"@"+k.versionID, func() (any, error) {
 		d, err := f.files.GetFile(ctx, k.fileID, remote.GetOptions{VersionID: k.versionID})
-		if errors.Is(err, remote.ErrGone) && f.deletedHere(k.fileID) {
+		if errors.Is(err, remote.ErrGone) && (deleted || f.deletedHere(k.fileID)) {
 			// Deleted by this mount while a handle is open on it (unlink,
 			// or the delete after a rename's copy): POSIX lets open
 			// handles read on. A file deleted elsewhere reads ENOENT.

@@ -114,6 +114,9 @@ var _ = (gofs.NodeLookuper)((*dirNode)(nil))
 // Lookup answers from the snapshot and the overlay: a name that is in
 // neither costs no API call.
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if name == EvoDir && n.IsRoot() {
+		return n.lookupEvo(ctx, out), 0 // never listed (Readdir): see evo.go
+	}
 	it, ok, err := n.fsys.ws.Stat(ctx, n.childPath(name))
 	if err != nil {
 		return nil, errno(n.fsys.log, "lookup", "/"+n.childPath(name), err)
@@ -757,12 +760,13 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 // cache, getting the download link on first need. It does not log: the
 // read that fails does, once, with the path.
 type versionFetcher struct {
-	fsys *FS
-	key  versionKey
+	fsys    *FS
+	key     versionKey
+	deleted bool // a file in the trash (FS.link)
 }
 
 func (v *versionFetcher) FetchAt(ctx context.Context, p []byte, off int64) (int, error) {
-	l, err := v.fsys.link(ctx, v.key)
+	l, err := v.fsys.link(ctx, v.key, v.deleted)
 	if err != nil {
 		return 0, err
 	}
@@ -772,7 +776,7 @@ func (v *versionFetcher) FetchAt(ctx context.Context, p []byte, off int64) (int,
 // FetchAtProgress lets the cache hand out each block of a multi-block
 // fetch as soon as its bytes are in.
 func (v *versionFetcher) FetchAtProgress(ctx context.Context, p []byte, off int64, progress func(int)) (int, error) {
-	l, err := v.fsys.link(ctx, v.key)
+	l, err := v.fsys.link(ctx, v.key, v.deleted)
 	if err != nil {
 		return 0, err
 	}

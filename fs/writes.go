@@ -199,10 +199,16 @@ func (f *FS) writable(ctx context.Context) error {
 
 // baseFile opens a reader of a version for local content over it.
 func (f *FS) baseFile(fileID, versionID string, size int64) (*cache.File, versionKey) {
+	return f.versionFile(fileID, versionID, size, false)
+}
+
+// versionFile opens a reader of a version through the cache (deleted: of
+// a file in the trash); close it and call f.released with the key.
+func (f *FS) versionFile(fileID, versionID string, size int64, deleted bool) (*cache.File, versionKey) {
 	k := versionKey{fileID, versionID}
 	f.opened(k)
 	v := cache.Version{FileID: fileID, VersionID: versionID, Size: size}
-	return f.cache.File(v, &versionFetcher{fsys: f, key: k}, cache.FileOptions{
+	return f.cache.File(v, &versionFetcher{fsys: f, key: k, deleted: deleted}, cache.FileOptions{
 		Readahead: f.opt.Readahead, Parallelism: f.opt.Parallelism}), k
 }
 

@@ -42,6 +42,7 @@ func run(args []string) error {
 	fl.StringVar(&cfg.DataDir, "data-dir", "", "keep metadata in this folder (default: in memory)")
 	fl.StringVar(&cfg.Seed, "seed", "", "seed an empty workspace from this folder")
 	fl.IntVar(&cfg.Synthetic, "synthetic", 0, "seed an empty workspace with N small synthetic files")
+	fl.IntVar(&cfg.SyntheticDeleted, "synthetic-deleted", 0, "seed an empty workspace with N small synthetic files already deleted (a trash)")
 	fl.IntVar(&cfg.MaxListLimit, "max-list-limit", 0, "largest listing page served (default and most 5000)")
 	fl.StringVar(&infoFile, "info-file", "", "write the connection info (JSON) to this file once ready")
 	fl.DurationVar(&cfg.LinkTTL, "link-ttl", emulator.DefaultLinkTTL, "lifetime of pre-signed links")

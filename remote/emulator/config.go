@@ -94,6 +94,9 @@ type Config struct {
 	BlobFaultRate float64 // 0..1
 	Seed          string  // folder to seed the workspace from (only when the workspace is empty)
 	Synthetic     int     // N synthetic small files across nested folders (only when empty)
+	// SyntheticDeleted seeds N more synthetic files already deleted (by
+	// the editor, at start), under "deleted/": a trash to list.
+	SyntheticDeleted int
 	// MaxListLimit caps a listing's page size below the contract's 5000
 	// (a larger `limit` is answered with this many, and says so in the
 	// response's `limit`), so that tests page through a few files; 0 or

@@ -23,7 +23,7 @@ const (
 )
 
 func (s *Server) seed(ctx context.Context) error {
-	if s.cfg.Seed == "" && s.cfg.Synthetic <= 0 {
+	if s.cfg.Seed == "" && s.cfg.Synthetic <= 0 && s.cfg.SyntheticDeleted <= 0 {
 		return nil
 	}
 	s.mu.RLock()
@@ -35,6 +35,7 @@ func (s *Server) seed(ctx context.Context) error {
 	}
 	var recs []*fileRec
 	now := time.Now().UTC()
+	var deleted bool // add seeds deleted files
 	add := func(p string, v versionRec) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -43,6 +44,9 @@ func (s *Server) seed(ctx context.Context) error {
 		f := &fileRec{ID: uuid.NewString(), Path: p, Seq: s.idx.seq, CreatedAt: now, CreatedBy: editorUser.ID}
 		v.CreatedAt, v.CreatedBy, v.Committed = now, editorUser.ID, true
 		f.Versions = []versionRec{v}
+		if deleted {
+			f.Deleted, f.DeletedAt, f.DeletedBy = true, now, editorUser.ID
+		}
 		recs = append(recs, f)
 	}
 	if s.cfg.Seed != "" {
@@ -73,14 +77,19 @@ func (s *Server) seed(ctx context.Context) error {
 			return fmt.Errorf("seed from %s: %w", s.cfg.Seed, err)
 		}
 	}
-	if n := s.cfg.Synthetic; n > 0 {
+	if s.cfg.Synthetic > 0 || s.cfg.SyntheticDeleted > 0 {
 		blob := s.ws + "/synthetic"
 		st, err := s.blobs.uploadBytes(ctx, blob, []byte(syntheticContent))
 		if err != nil {
 			return fmt.Errorf("seed synthetic files: %w", err)
 		}
-		for i := range n {
+		for i := range s.cfg.Synthetic {
 			p := fmt.Sprintf("synthetic/d%02d/d%02d/file%05d.txt", i/(syntheticPerDir*10), (i/syntheticPerDir)%10, i)
+			add(p, versionRec{Blob: blob, Shared: true, Size: st.size, ETag: st.etag, ModifiedAt: st.modified})
+		}
+		deleted = true
+		for i := range s.cfg.SyntheticDeleted {
+			p := fmt.Sprintf("deleted/d%02d/d%02d/file%05d.txt", i/(syntheticPerDir*10), (i/syntheticPerDir)%10, i)
 			add(p, versionRec{Blob: blob, Shared: true, Size: st.size, ETag: st.etag, ModifiedAt: st.modified})
 		}
 	}
