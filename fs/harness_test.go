@@ -291,6 +291,7 @@ func startEmu(t *testing.T, mod ...func(*emulator.Config)) *emulator.Server {
 type mountStatus struct {
 	WriteBack        string                `json:"write_back"`
 	UnreachableSince string                `json:"unreachable_since"`
+	PendingTotal     int                   `json:"pending_total"`
 	Pending          []evofs.PendingUpload `json:"pending"`
 	Conflicts        []evofs.Conflict      `json:"conflicts"`
 }

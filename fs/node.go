@@ -800,3 +800,30 @@ func TraceHTTP(ctx context.Context) context.Context {
 		GotFirstResponseByte: func() { cache.TraceMark(ctx, "first-byte") },
 	})
 }
+
+// Extended attributes other than evofs's own are not stored (the service
+// keeps none): setting or removing one answers ENOTSUP, which cp -a,
+// rsync -X, sed -i and install take for "not supported here" and go on
+// quietly (ENODATA, go-fuse's default, made them warn and fail).
+var (
+	_ = (gofs.NodeSetxattrer)((*fileNode)(nil))
+	_ = (gofs.NodeRemovexattrer)((*fileNode)(nil))
+	_ = (gofs.NodeSetxattrer)((*dirNode)(nil))
+	_ = (gofs.NodeRemovexattrer)((*dirNode)(nil))
+)
+
+func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+func (n *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+func (n *dirNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.ENOTSUP
+}

@@ -464,6 +464,9 @@ func (f *FS) Settled() bool {
 }
 
 // statusJSON is the value of the root's status attribute.
+// statusXattrMax bounds StatusXattr's value, under the kernel's 64 KiB.
+const statusXattrMax = 60 << 10
+
 func (f *FS) statusJSON() []byte {
 	mode := "sync"
 	if f.opt.WriteBack == WriteBackAsync {
@@ -473,11 +476,26 @@ func (f *FS) statusJSON() []byte {
 	if t := f.opt.Health.DownSince(); !t.IsZero() {
 		away = t.UTC().Format(time.RFC3339)
 	}
-	b, _ := json.Marshal(struct {
+	pending, conflicts := f.Pending(), f.Conflicts()
+	type status struct {
 		WriteBack        string          `json:"write_back"`
 		UnreachableSince string          `json:"unreachable_since,omitempty"`
+		PendingTotal     int             `json:"pending_total"`
 		Pending          []PendingUpload `json:"pending"`
 		Conflicts        []Conflict      `json:"conflicts,omitempty"`
-	}{mode, away, f.Pending(), f.Conflicts()})
+	}
+	st := status{mode, away, len(pending), pending, conflicts}
+	b, _ := json.Marshal(st)
+	// An extended attribute holds at most 64 KiB (XATTR_SIZE_MAX): past
+	// that the kernel answers E2BIG. Hundreds of pending uploads are
+	// shown by the first ones that fit; pending_total counts them all.
+	for len(b) > statusXattrMax && len(st.Pending) > 0 {
+		st.Pending = st.Pending[:len(st.Pending)*statusXattrMax/len(b)*9/10]
+		b, _ = json.Marshal(st)
+	}
+	for len(b) > statusXattrMax && len(st.Conflicts) > 0 {
+		st.Conflicts = st.Conflicts[:len(st.Conflicts)/2]
+		b, _ = json.Marshal(st)
+	}
 	return b
 }

@@ -35,6 +35,7 @@ finished at unmount (sync) or at the next mount with the same cache dir (async).
 type mountStatus struct {
 	WriteBack        string                `json:"write_back"`
 	UnreachableSince string                `json:"unreachable_since"` // RFC 3339; "" while the service answers
+	PendingTotal     int                   `json:"pending_total"` // all pending uploads; Pending may list only the first
 	Pending          []evofs.PendingUpload `json:"pending"`
 	Conflicts        []evofs.Conflict      `json:"conflicts"`
 }
@@ -76,7 +77,7 @@ func runStatus(w io.Writer, mountpoint string, asJSON bool) error {
 		fmt.Fprintln(w, "no pending uploads")
 		return nil
 	}
-	fmt.Fprintf(w, "%d pending upload(s):\n", len(st.Pending))
+	fmt.Fprintf(w, "%d pending upload(s):\n", max(st.PendingTotal, len(st.Pending)))
 	for _, p := range st.Pending {
 		state := "queued"
 		switch {
@@ -88,6 +89,9 @@ func runStatus(w io.Writer, mountpoint string, asJSON bool) error {
 			state = fmt.Sprintf("retrying after %d failure(s): %s", p.Failures, p.LastError)
 		}
 		fmt.Fprintf(w, "  %s\t%s\t%s\n", p.Path, humanize.IBytes(uint64(p.Size)), state)
+	}
+	if more := st.PendingTotal - len(st.Pending); more > 0 {
+		fmt.Fprintf(w, "  ... and %d more\n", more)
 	}
 	return nil
 }
