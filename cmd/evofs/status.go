@@ -35,7 +35,7 @@ finished at unmount (sync) or at the next mount with the same cache dir (async).
 type mountStatus struct {
 	WriteBack        string                `json:"write_back"`
 	UnreachableSince string                `json:"unreachable_since"` // RFC 3339; "" while the service answers
-	PendingTotal     int                   `json:"pending_total"` // all pending uploads; Pending may list only the first
+	PendingTotal     int                   `json:"pending_total"`     // all pending uploads; Pending may list only the first
 	Pending          []evofs.PendingUpload `json:"pending"`
 	Conflicts        []evofs.Conflict      `json:"conflicts"`
 }
