@@ -51,40 +51,18 @@ func mountDevice(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := Mounts()
 	if err != nil {
 		return "", err
 	}
 	dev := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		// id parent major:minor root mountpoint options ...
-		f := strings.Fields(l)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == abs {
-			dev = f[2] // the last one mounted there wins
+	for _, m := range mounts {
+		if m.MountPoint == abs {
+			dev = m.Device // the last one mounted there wins
 		}
 	}
 	if dev == "" {
 		return "", fmt.Errorf("%s is not a mount point", abs)
 	}
 	return dev, nil
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space,
-// \011, \012, \134).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

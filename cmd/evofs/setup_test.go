@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	evofs "github.com/evofs/evofs/fs"
 	"github.com/evofs/evofs/remote/emulator"
 	"github.com/evofs/evofs/remote/emulator/emutest"
 )
@@ -27,16 +28,10 @@ func (p *mountProc) KillLeavingMount() {
 // mountSource is the source mountinfo shows for the mount at dir ("" if
 // dir is no mount point).
 func mountSource(dir string) string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 5 || unescapeMountinfo(f[4]) != dir {
-			continue
-		}
-		for i := 5; i+2 < len(f); i++ {
-			if f[i] == "-" {
-				return unescapeMountinfo(f[i+2])
-			}
+	mounts, _ := evofs.Mounts()
+	for _, m := range mounts {
+		if m.MountPoint == dir {
+			return m.Source
 		}
 	}
 	return ""

@@ -5,9 +5,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	evofs "github.com/evofs/evofs/fs"
 	"github.com/evofs/evofs/remote"
 )
 
@@ -26,42 +26,12 @@ const evofsFSType = "fuse.evofs"
 // (/proc/self/mountinfo's format), unescaped.
 func evofsMounts(mountinfo string) []string {
 	var out []string
-	for _, l := range strings.Split(mountinfo, "\n") {
-		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-		f := strings.Fields(l)
-		if len(f) < 5 {
-			continue
-		}
-		for i := 5; i+1 < len(f); i++ {
-			if f[i] == "-" {
-				if f[i+1] == evofsFSType {
-					out = append(out, unescapeMountinfo(f[4]))
-				}
-				break
-			}
+	for _, m := range evofs.ParseMountinfo(mountinfo) {
+		if m.FSType == evofsFSType {
+			out = append(out, m.MountPoint)
 		}
 	}
 	return out
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space,
-// \011, \012, \134).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // workspacePathIn turns arg into a workspace path ("A/b.tif"): relative to
