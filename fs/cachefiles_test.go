@@ -44,7 +44,7 @@ func TestCacheFileDamageIsRefetched(t *testing.T) {
 		t.Run(map[bool]string{true: "passthrough", false: "no-passthrough"}[pt], func(t *testing.T) {
 			emu := startEmu(t)
 			cacheDir := t.TempDir()
-			m := mountEmu(t, emu, mountConfig{cacheDir: cacheDir, noPassthrough: !pt})
+			m := mountEmu(t, emu, mountConfig{cacheDir: cacheDir, passthrough: pt})
 			bs := int64(m.Cache.BlockSize())
 			content := randomBytes(43, int(6*bs+bs/3)) // 7 blocks, the last short
 			upload(t, m.Client, m.Blobs, "grids/dem.tif", bytes.NewReader(content), int64(len(content)))
@@ -71,7 +71,7 @@ func TestCacheFileDamageIsRefetched(t *testing.T) {
 			f.Close()
 
 			before := emu.Stats().Blob[emulator.BlobOpGet].Bytes
-			m2 := mountEmu(t, emu, mountConfig{cacheDir: cacheDir, noPassthrough: !pt})
+			m2 := mountEmu(t, emu, mountConfig{cacheDir: cacheDir, passthrough: pt})
 			p = filepath.Join(m2.Dir, "grids/dem.tif")
 			if got := readAllSum(t, p); got != sum(content) {
 				t.Fatalf("read over the damaged cache: sha256 %s, want %s", got, sum(content))

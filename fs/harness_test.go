@@ -69,8 +69,9 @@ type mountConfig struct {
 	debounce time.Duration
 	// retry is the mount's API retry policy (zero: the client's default).
 	retry remote.RetryPolicy
-	// noPassthrough is Options.NoPassthrough.
-	noPassthrough bool
+	// passthrough turns kernel passthrough on (Options.NoPassthrough
+	// false), as --passthrough does.
+	passthrough bool
 	// cacheBytes is the cache's MaxBytes (0: 1 GiB).
 	cacheBytes int64
 }
@@ -131,7 +132,7 @@ func mountEmu(t *testing.T, emu *emulator.Server, cfg mountConfig) *mount {
 	}
 	m.FS = evofs.New(m.Client, m.Blobs, c, evofs.Options{TTL: cfg.ttl, UID: 0, GID: 0, ReadOnly: cfg.readOnly, Logger: log, WriteBack: wb,
 		KernelReadahead: cfg.kernelReadahead, Health: health, Umask: cfg.umask, Debounce: cfg.debounce,
-		NoPassthrough: cfg.noPassthrough})
+		NoPassthrough: !cfg.passthrough})
 	srv, err := evofs.Mount(m.Dir, m.FS, cfg.allowOther)
 	if err != nil {
 		c.Close()

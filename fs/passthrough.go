@@ -285,7 +285,7 @@ func (f *FS) passthroughOn() bool { return f.pt.Load() }
 // and writes go.
 func (f *FS) probePassthrough(srv *fuse.Server) {
 	if f.opt.NoPassthrough {
-		f.log.Info("passthrough off (--passthrough=false): every read and write goes through evofs")
+		f.log.Info("passthrough off (--passthrough turns it on): every read and write goes through evofs")
 		return
 	}
 	if err := tryBacking(srv, f.cache.Dir()); err != nil {

@@ -38,7 +38,7 @@ func TestPassthroughReadsReachNoEvofs(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
 			emu := startEmu(t)
-			m := mountEmu(t, emu, mountConfig{noPassthrough: !on})
+			m := mountEmu(t, emu, mountConfig{passthrough: on})
 			content := randomBytes(41, 9<<20+12345)
 			upload(t, m.Client, m.Blobs, "survey/dem.tif", bytes.NewReader(content), int64(len(content)))
 			p := filepath.Join(m.Dir, "survey/dem.tif")
@@ -92,7 +92,7 @@ func TestPassthroughWriterAndReaderShareTheFile(t *testing.T) {
 	for _, async := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
 			emu := startEmu(t)
-			m := mountEmu(t, emu, mountConfig{async: async, debounce: -1})
+			m := mountEmu(t, emu, mountConfig{async: async, debounce: -1, passthrough: true})
 			content := randomBytes(42, 3<<20)
 			upload(t, m.Client, m.Blobs, "a/layer.shp", bytes.NewReader(content), int64(len(content)))
 			p := filepath.Join(m.Dir, "a/layer.shp")
@@ -149,7 +149,7 @@ func TestPassthroughNewFileWrittenByTheKernel(t *testing.T) {
 	for _, async := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
 			emu := startEmu(t)
-			m := mountEmu(t, emu, mountConfig{async: async, debounce: -1})
+			m := mountEmu(t, emu, mountConfig{async: async, debounce: -1, passthrough: true})
 			src := filepath.Join(t.TempDir(), "src.tif")
 			content := randomBytes(43, 64<<20+777)
 			if err := os.WriteFile(src, content, 0o644); err != nil {

@@ -109,7 +109,7 @@ with neither, discovery must know exactly one. Tokens come from --token-file, or
 	fl.StringSliceVar(&f.localOnly, "local-only", evofs.DefaultLocalOnly, "name patterns (shell globs on the base name) of transient files kept in the cache and never uploaded; repeat or comma-separate, --local-only= for none")
 	fl.DurationVar(&f.unmountWait, "unmount-wait", 10*time.Minute, "in sync mode, how long unmounting waits for pending uploads before leaving them in the journal for the next mount")
 	fl.DurationVar(&f.stallTimeout, "stall-timeout", remote.DefaultStallAfter, "how long the service may stay silent (no answer, no bytes moving) before what waits on it fails with EIO; its uploads go on in the background")
-	fl.BoolVar(&f.passthrough, "passthrough", true, "let the kernel read cached files and write new ones straight from their local files (FUSE passthrough; needs root and Linux 6.9 or later)")
+	fl.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read cached files and write new ones straight from their local files (FUSE passthrough; needs root and Linux 6.9 or later; experimental, off by default: see docs/semantics.md)")
 	fl.BoolVar(&f.stageAhead, "stage-ahead", true, "send the full blocks of a file written front to back while it is written, so close only sends the rest")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9567; port 0 picks one and logs it)")
 	fl.StringVar(&f.logFile, "log-file", "", "append logs to this file instead of stderr")

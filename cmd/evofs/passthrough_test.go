@@ -60,7 +60,7 @@ func TestPassthroughCopyOfOneGiB(t *testing.T) {
 			if mode == "async" {
 				gate.Hold(0, opPutBlob, opPutBlock, opPutBlockList)
 			}
-			m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, closeTimeUpload)
+			m := startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, "--passthrough", closeTimeUpload)
 			if out, err := exec.Command("cp", src, filepath.Join(m.Dir, "big.bin")).CombinedOutput(); err != nil {
 				t.Fatalf("cp: %v\n%s", err, out)
 			}
@@ -71,7 +71,7 @@ func TestPassthroughCopyOfOneGiB(t *testing.T) {
 				m.Kill()
 				r.missing("big.bin")
 				gate.Open()
-				m = startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, closeTimeUpload)
+				m = startWriteMount(t, bin, info, tok, cacheDir, "--write-back="+mode, "--passthrough", closeTimeUpload)
 				m.waitDrained(3 * time.Minute)
 			}
 			m.Stop()
