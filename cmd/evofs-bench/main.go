@@ -415,7 +415,7 @@ func (m mounter) readThrough(path string, size int64) (time.Duration, float64, i
 	cpu := cpuSeconds(cmd.Process.Pid) - cpu0
 	close(stop)
 	anon := <-peakAnon
-	fmt.Printf("  (evofs reading %s: peak RSS %s, of which anonymous %s; the rest is Badger's memory-mapped cache files, which the kernel reclaims at will;"+
+	fmt.Printf("  (evofs reading %s: peak RSS %s, of which anonymous %s; the rest is file-backed pages (Badger's index tables, the program), which the kernel reclaims at will;"+
 		" block reads: %s)\n", human(size), human(procStatus(cmd.Process.Pid, "VmHWM:")), human(anon), blockReads(metricsAddr))
 	return d, cpu, anon, err
 }

@@ -389,7 +389,7 @@ func (b *wbench) writeRSS(ctx context.Context, size int64) error {
 	if err := b.verify(ctx, "rss/big.bin", size, sum); err != nil {
 		return err
 	}
-	fmt.Printf("\nevofs writing %s (sync, until committed: %s, %.0f MB/s; of which writes %s, close %s): peak anonymous RSS %s (target ≤ 200 MiB); VmHWM %s (with Badger's memory-mapped files)\n",
+	fmt.Printf("\nevofs writing %s (sync, until committed: %s, %.0f MB/s; of which writes %s, close %s): peak anonymous RSS %s (target ≤ 200 MiB); VmHWM %s (with file-backed pages)\n",
 		human(size), d.Round(time.Millisecond), float64(size)/d.Seconds()/1e6, written.Round(time.Millisecond),
 		(d - written).Round(time.Millisecond), human(anon), human(hwm))
 	return nil
