@@ -206,14 +206,7 @@ func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 	if !n.IsRoot() || attr != StatusXattr {
 		return 0, syscall.ENODATA
 	}
-	b := n.fsys.statusJSON()
-	if len(dest) == 0 {
-		return uint32(len(b)), 0
-	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), syscall.ERANGE
-	}
-	return uint32(copy(dest, b)), 0
+	return xattrReply(n.fsys.statusJSON(), dest)
 }
 
 // current is what the file is now: local content, or a remote version.

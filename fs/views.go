@@ -469,16 +469,9 @@ func (f *FS) localState(l *Local) string {
 // getXattr answers getxattr(2) from attrs.
 func getXattr(attrs []xattr, name string, dest []byte) (uint32, syscall.Errno) {
 	for _, a := range attrs {
-		if a.name != name {
-			continue
+		if a.name == name {
+			return xattrReply([]byte(a.value), dest)
 		}
-		if len(dest) == 0 {
-			return uint32(len(a.value)), 0
-		}
-		if len(dest) < len(a.value) {
-			return uint32(len(a.value)), syscall.ERANGE
-		}
-		return uint32(copy(dest, a.value)), 0
 	}
 	return 0, syscall.ENODATA
 }
@@ -489,13 +482,19 @@ func listXattr(attrs []xattr, dest []byte) (uint32, syscall.Errno) {
 	for _, a := range attrs {
 		b = append(append(b, a.name...), 0)
 	}
+	return xattrReply(b, dest)
+}
+
+// xattrReply answers a getxattr(2) or listxattr(2) of value: its size
+// when dest is empty, ERANGE when dest is too small.
+func xattrReply(value, dest []byte) (uint32, syscall.Errno) {
 	if len(dest) == 0 {
-		return uint32(len(b)), 0
+		return uint32(len(value)), 0
 	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), syscall.ERANGE
+	if len(dest) < len(value) {
+		return uint32(len(value)), syscall.ERANGE
 	}
-	return uint32(copy(dest, b)), 0
+	return uint32(copy(dest, value)), 0
 }
 
 // viewIno numbers the nodes under .evo: kind and identity, clear of the
