@@ -29,6 +29,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -328,6 +329,9 @@ func (f *FS) refresh(l *Local) {
 	}
 	gen := d.Gen()
 	if err := d.Refresh(); err != nil {
+		if errors.Is(err, cache.ErrRemoved) {
+			return // finished meanwhile (committed or dropped): nothing to take in
+		}
 		f.log.Warn("take in what was written by passthrough failed", "path", "/"+p, "err", err)
 		return
 	}
